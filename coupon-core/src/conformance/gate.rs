@@ -1,0 +1,245 @@
+//! Checks every [`IssueGate`] must pass.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::Duration;
+
+use super::support::{now_ms, open_campaign, user};
+use crate::domain::{Admission, ReservationKey};
+use crate::gate::{AdmitRequest, IssueGate};
+
+fn admitted(a: Admission) -> (u32, u64) {
+    match a {
+        Admission::Admitted { nth, remaining } => (nth, remaining),
+        other => panic!("expected an admission, got {other:?}"),
+    }
+}
+
+/// Admits exactly the stock, counting down, then answers sold out.
+pub async fn admits_until_sold_out(gate: Arc<dyn IssueGate>) {
+    let c = open_campaign(3, 1);
+    gate.open(&c.gate_spec()).await.unwrap();
+    let now = now_ms();
+    for i in 0..3 {
+        let (nth, remaining) = admitted(gate.admit(&c.id, &user(&c.id, i), now).await.unwrap());
+        assert_eq!((nth, remaining), (1, 2 - i as u64));
+    }
+    assert_eq!(gate.admit(&c.id, &user(&c.id, 3), now).await.unwrap(), Admission::SoldOut);
+    let counts = gate.counts(&c.id).await.unwrap().unwrap();
+    assert_eq!((counts.remaining, counts.pending), (0, 3));
+}
+
+/// With a limit of 1 the second attempt of a user is refused and costs no stock.
+pub async fn one_coupon_per_user(gate: Arc<dyn IssueGate>) {
+    let c = open_campaign(10, 1);
+    gate.open(&c.gate_spec()).await.unwrap();
+    let u = user(&c.id, 0);
+    admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap());
+    assert_eq!(gate.admit(&c.id, &u, now_ms()).await.unwrap(), Admission::AlreadyIssued);
+    assert_eq!(gate.counts(&c.id).await.unwrap().unwrap().remaining, 9);
+    assert_eq!(gate.holding(&c.id, &u).await.unwrap(), 1);
+}
+
+/// With a limit of N a user gets coupons 1..=N, then is refused.
+pub async fn per_user_limit_above_one(gate: Arc<dyn IssueGate>) {
+    let c = open_campaign(10, 3);
+    gate.open(&c.gate_spec()).await.unwrap();
+    let u = user(&c.id, 0);
+    for expected in 1..=3 {
+        assert_eq!(admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap()).0, expected);
+    }
+    assert_eq!(gate.admit(&c.id, &u, now_ms()).await.unwrap(), Admission::AlreadyIssued);
+    assert_eq!(gate.holding(&c.id, &u).await.unwrap(), 3);
+}
+
+/// Before the window: not open; after it: closed; an unknown campaign: not open.
+pub async fn window_and_unknown_campaign(gate: Arc<dyn IssueGate>) {
+    let c = open_campaign(10, 1);
+    gate.open(&c.gate_spec()).await.unwrap();
+    let u = user(&c.id, 0);
+    let before = c.issue_starts_at - Duration::seconds(1);
+    let after = c.issue_ends_at;
+    assert_eq!(gate.admit(&c.id, &u, before).await.unwrap(), Admission::NotOpen);
+    assert_eq!(gate.admit(&c.id, &u, after).await.unwrap(), Admission::Closed);
+    let unknown = open_campaign(1, 1);
+    assert_eq!(gate.admit(&unknown.id, &u, now_ms()).await.unwrap(), Admission::NotOpen);
+    assert_eq!(gate.counts(&unknown.id).await.unwrap(), None);
+    assert_eq!(gate.counts(&c.id).await.unwrap().unwrap().remaining, 10, "refusals cost no stock");
+}
+
+/// Opening again never resets the stock or the holders.
+pub async fn open_is_idempotent(gate: Arc<dyn IssueGate>) {
+    let c = open_campaign(5, 1);
+    gate.open(&c.gate_spec()).await.unwrap();
+    let u = user(&c.id, 0);
+    admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap());
+    gate.open(&c.gate_spec()).await.unwrap();
+    assert_eq!(gate.counts(&c.id).await.unwrap().unwrap().remaining, 4);
+    assert_eq!(gate.admit(&c.id, &u, now_ms()).await.unwrap(), Admission::AlreadyIssued);
+}
+
+/// Release gives the stock and the user's slot back, once; unknown keys change nothing.
+pub async fn release_returns_stock_once(gate: Arc<dyn IssueGate>) {
+    let c = open_campaign(1, 1);
+    gate.open(&c.gate_spec()).await.unwrap();
+    let u = user(&c.id, 0);
+    admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap());
+    let key = ReservationKey { user_id: u.clone(), nth: 1 };
+    assert!(gate.release(&c.id, &key).await.unwrap());
+    assert!(!gate.release(&c.id, &key).await.unwrap(), "a second release changes nothing");
+    let counts = gate.counts(&c.id).await.unwrap().unwrap();
+    assert_eq!((counts.remaining, counts.pending), (1, 0));
+    assert_eq!(gate.holding(&c.id, &u).await.unwrap(), 0);
+    let stranger = ReservationKey { user_id: user(&c.id, 9), nth: 1 };
+    assert!(!gate.release(&c.id, &stranger).await.unwrap());
+    assert!(!gate.release(&open_campaign(1, 1).id, &key).await.unwrap());
+    assert_eq!(admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap()).0, 1, "the user may try again");
+}
+
+/// Each admission is in the ledger with its time until settled.
+pub async fn ledger_records_admissions_and_settle_clears_them(gate: Arc<dyn IssueGate>) {
+    let c = open_campaign(10, 1);
+    gate.open(&c.gate_spec()).await.unwrap();
+    let t0 = now_ms();
+    for i in 0..4 {
+        admitted(gate.admit(&c.id, &user(&c.id, i), t0 + Duration::milliseconds(i as i64)).await.unwrap());
+    }
+    let all = gate.reservations(&c.id, t0 + Duration::seconds(1), 100).await.unwrap();
+    assert_eq!(all.len(), 4);
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.key, ReservationKey { user_id: user(&c.id, i), nth: 1 }, "oldest first");
+        assert_eq!(r.admitted_at, t0 + Duration::milliseconds(i as i64));
+    }
+    let older = gate.reservations(&c.id, t0 + Duration::milliseconds(2), 100).await.unwrap();
+    assert_eq!(older.len(), 2, "only entries admitted before the bound");
+    assert_eq!(gate.reservations(&c.id, t0 + Duration::seconds(1), 3).await.unwrap().len(), 3, "limit");
+    let settled = gate.settle(&c.id, &[all[0].key.clone(), all[1].key.clone()]).await.unwrap();
+    assert_eq!(settled, 2);
+    assert_eq!(gate.settle(&c.id, &[all[0].key.clone()]).await.unwrap(), 0);
+    let left = gate.reservations(&c.id, t0 + Duration::seconds(1), 100).await.unwrap();
+    assert_eq!(left.iter().map(|r| r.key.clone()).collect::<Vec<_>>(), vec![all[2].key.clone(), all[3].key.clone()]);
+    assert_eq!(gate.counts(&c.id).await.unwrap().unwrap().pending, 2);
+}
+
+/// Once settled (stored), an admission can never be released.
+pub async fn settled_entries_are_never_released(gate: Arc<dyn IssueGate>) {
+    let c = open_campaign(1, 1);
+    gate.open(&c.gate_spec()).await.unwrap();
+    let u = user(&c.id, 0);
+    admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap());
+    let key = ReservationKey { user_id: u.clone(), nth: 1 };
+    gate.settle(&c.id, std::slice::from_ref(&key)).await.unwrap();
+    assert!(!gate.release(&c.id, &key).await.unwrap());
+    assert_eq!(gate.counts(&c.id).await.unwrap().unwrap().remaining, 0);
+    assert_eq!(gate.admit(&c.id, &u, now_ms()).await.unwrap(), Admission::AlreadyIssued);
+}
+
+/// A campaign the gate lost is rebuilt from the store's holders.
+pub async fn restore_rebuilds_a_lost_campaign(gate: Arc<dyn IssueGate>) {
+    let c = open_campaign(10, 2);
+    let holders = vec![(user(&c.id, 0), 2), (user(&c.id, 1), 1)];
+    let report = gate.restore(&c.gate_spec(), &holders).await.unwrap();
+    assert!(report.created);
+    assert_eq!((report.users_restored, report.stock_taken, report.remaining), (2, 3, 7));
+    assert_eq!(gate.admit(&c.id, &user(&c.id, 0), now_ms()).await.unwrap(), Admission::AlreadyIssued);
+    assert_eq!(admitted(gate.admit(&c.id, &user(&c.id, 1), now_ms()).await.unwrap()), (2, 6));
+    assert_eq!(gate.counts(&c.id).await.unwrap().unwrap().pending, 1, "restored holdings are not pending");
+}
+
+/// On a campaign the gate holds, restore only adds what it forgot, once.
+pub async fn restore_only_adds(gate: Arc<dyn IssueGate>) {
+    let c = open_campaign(10, 1);
+    gate.open(&c.gate_spec()).await.unwrap();
+    let (known, forgotten) = (user(&c.id, 0), user(&c.id, 1));
+    admitted(gate.admit(&c.id, &known, now_ms()).await.unwrap());
+    let holders = vec![(known.clone(), 1), (forgotten.clone(), 1)];
+    let report = gate.restore(&c.gate_spec(), &holders).await.unwrap();
+    assert!(!report.created);
+    assert_eq!((report.users_restored, report.stock_taken, report.remaining), (1, 1, 8));
+    let again = gate.restore(&c.gate_spec(), &holders).await.unwrap();
+    assert_eq!((again.users_restored, again.stock_taken, again.remaining), (0, 0, 8));
+    assert_eq!(gate.admit(&c.id, &forgotten, now_ms()).await.unwrap(), Admission::AlreadyIssued);
+}
+
+/// Close forgets everything; the campaign then answers not open.
+pub async fn close_forgets_the_campaign(gate: Arc<dyn IssueGate>) {
+    let c = open_campaign(5, 1);
+    gate.open(&c.gate_spec()).await.unwrap();
+    admitted(gate.admit(&c.id, &user(&c.id, 0), now_ms()).await.unwrap());
+    gate.close(&c.id).await.unwrap();
+    assert_eq!(gate.counts(&c.id).await.unwrap(), None);
+    assert_eq!(gate.holding(&c.id, &user(&c.id, 0)).await.unwrap(), 0);
+    assert!(gate.reservations(&c.id, now_ms() + Duration::days(1), 10).await.unwrap().is_empty());
+    assert_eq!(gate.admit(&c.id, &user(&c.id, 1), now_ms()).await.unwrap(), Admission::NotOpen);
+    gate.close(&c.id).await.unwrap();
+}
+
+/// The batch form answers each request as if admitted one by one, in order.
+pub async fn admit_many_answers_in_order(gate: Arc<dyn IssueGate>) {
+    let (a, b) = (open_campaign(2, 1), open_campaign(1, 1));
+    gate.open(&a.gate_spec()).await.unwrap();
+    gate.open(&b.gate_spec()).await.unwrap();
+    let req = |c: &crate::domain::Campaign, i| AdmitRequest { campaign_id: c.id, user_id: user(&c.id, i) };
+    let unknown = open_campaign(1, 1);
+    let requests = vec![req(&a, 0), req(&a, 0), req(&b, 0), req(&a, 1), req(&a, 2), req(&b, 1), req(&unknown, 0)];
+    let got = gate.admit_many(&requests, now_ms()).await.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            Admission::Admitted { nth: 1, remaining: 1 },
+            Admission::AlreadyIssued,
+            Admission::Admitted { nth: 1, remaining: 0 },
+            Admission::Admitted { nth: 1, remaining: 0 },
+            Admission::SoldOut,
+            Admission::SoldOut,
+            Admission::NotOpen,
+        ]
+    );
+    assert!(gate.admit_many(&[], now_ms()).await.unwrap().is_empty());
+}
+
+/// Many tasks hammering one campaign: exactly the stock is admitted, nobody twice.
+pub async fn concurrent_admissions_never_oversell(gate: Arc<dyn IssueGate>) {
+    let c = open_campaign(100, 1);
+    gate.open(&c.gate_spec()).await.unwrap();
+    let tasks: Vec<_> = (0..32)
+        .map(|t| {
+            let gate = gate.clone();
+            let id = c.id;
+            tokio::spawn(async move {
+                let mut won = Vec::new();
+                for i in 0..40 {
+                    // 300 users, each tried several times by different tasks.
+                    let u = user(&id, (t * 7 + i * 13) % 300);
+                    if let Admission::Admitted { .. } = gate.admit(&id, &u, now_ms()).await.unwrap() {
+                        won.push(u);
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for t in tasks {
+        winners.extend(t.await.unwrap());
+    }
+    let distinct: HashSet<_> = winners.iter().collect();
+    assert_eq!(winners.len(), 100, "exactly the stock is admitted");
+    assert_eq!(distinct.len(), winners.len(), "nobody admitted twice");
+    let counts = gate.counts(&c.id).await.unwrap().unwrap();
+    assert_eq!((counts.remaining, counts.pending), (0, 100));
+}
+
+/// One campaign selling out does not touch another.
+pub async fn campaigns_are_independent(gate: Arc<dyn IssueGate>) {
+    let (a, b) = (open_campaign(1, 1), open_campaign(1, 1));
+    gate.open(&a.gate_spec()).await.unwrap();
+    gate.open(&b.gate_spec()).await.unwrap();
+    let u = user(&a.id, 0);
+    admitted(gate.admit(&a.id, &u, now_ms()).await.unwrap());
+    assert_eq!(gate.admit(&a.id, &user(&a.id, 1), now_ms()).await.unwrap(), Admission::SoldOut);
+    assert_eq!(admitted(gate.admit(&b.id, &u, now_ms()).await.unwrap()), (1, 0));
+    gate.close(&a.id).await.unwrap();
+    assert_eq!(gate.counts(&b.id).await.unwrap().unwrap().remaining, 0);
+}

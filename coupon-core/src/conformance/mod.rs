@@ -1,0 +1,14 @@
+//! The backend-agnostic conformance suite (feature `conformance`).
+//!
+//! Every backend crate runs it against its real service, so all backends behave
+//! the same. Each check is a plain `async fn` taking the backend; the
+//! [`gate_conformance!`](crate::gate_conformance), [`log_conformance!`](crate::log_conformance)
+//! and [`store_conformance!`](crate::store_conformance) macros turn them into one
+//! `#[tokio::test]` each.
+
+pub mod gate;
+pub mod log;
+pub mod store;
+mod support;
+
+pub use support::*;

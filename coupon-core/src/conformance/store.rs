@@ -1,0 +1,266 @@
+//! Checks every [`IssueStore`] must pass.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+
+use super::support::{event, now_ms, open_campaign, user};
+use crate::domain::{
+    Campaign, CampaignState, CouponId, CouponState, RecordOutcome, RedeemOutcome, Redemption, RejectReason,
+    ReservationKey, Validity,
+};
+use crate::error::ErrorKind;
+use crate::store::IssueStore;
+
+async fn stored_campaign(store: &dyn IssueStore, total: u64, limit: u32) -> Campaign {
+    let c = open_campaign(total, limit);
+    store.create_campaign(&c).await.unwrap();
+    c
+}
+
+/// A campaign reads back exactly as created.
+pub async fn campaign_round_trip(store: Arc<dyn IssueStore>) {
+    let mut c = open_campaign(1_000, 2).with_min_order(15_000);
+    c.state = CampaignState::Draft;
+    c.validity = Validity::Until(c.issue_ends_at + Duration::days(7));
+    store.create_campaign(&c).await.unwrap();
+    assert_eq!(store.campaign(&c.id).await.unwrap(), Some(c.clone()));
+    let mut relative = open_campaign(5, 1);
+    relative.validity = Validity::DaysAfterIssue(14);
+    store.create_campaign(&relative).await.unwrap();
+    assert_eq!(store.campaign(&relative.id).await.unwrap(), Some(relative));
+}
+
+/// Unknown ids read as none.
+pub async fn missing_campaign_is_none(store: Arc<dyn IssueStore>) {
+    let c = open_campaign(1, 1);
+    assert_eq!(store.campaign(&c.id).await.unwrap(), None);
+    assert_eq!(store.set_campaign_state(&c.id, CampaignState::Open).await.unwrap(), None);
+    assert_eq!(store.coupon(&CouponId::new()).await.unwrap(), None);
+    assert_eq!(store.issued_count(&c.id).await.unwrap(), 0);
+}
+
+/// Creating the same campaign twice is refused, and the first stays.
+pub async fn duplicate_campaign_is_rejected(store: Arc<dyn IssueStore>) {
+    let c = stored_campaign(&*store, 10, 1).await;
+    let mut twin = c.clone();
+    twin.name = "twin".into();
+    let err = store.create_campaign(&twin).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Rejected, "{err}");
+    assert_eq!(store.campaign(&c.id).await.unwrap().unwrap().name, c.name);
+}
+
+/// Draft -> open -> closed; no way back.
+pub async fn campaign_state_follows_lifecycle(store: Arc<dyn IssueStore>) {
+    let mut c = open_campaign(10, 1);
+    c.state = CampaignState::Draft;
+    store.create_campaign(&c).await.unwrap();
+    let set = |s| {
+        let store = store.clone();
+        async move { store.set_campaign_state(&c.id, s).await.unwrap().unwrap().state }
+    };
+    assert_eq!(set(CampaignState::Open).await, CampaignState::Open);
+    assert_eq!(set(CampaignState::Draft).await, CampaignState::Open, "refused: stays open");
+    assert_eq!(set(CampaignState::Closed).await, CampaignState::Closed);
+    assert_eq!(set(CampaignState::Open).await, CampaignState::Closed, "refused: stays closed");
+}
+
+/// Replaying a batch changes nothing.
+pub async fn record_is_idempotent(store: Arc<dyn IssueStore>) {
+    let c = stored_campaign(&*store, 100, 1).await;
+    let batch: Vec<_> = (0..10).map(|i| event(&c, &user(&c.id, i), 1, now_ms())).collect();
+    assert_eq!(store.record(&batch).await.unwrap(), vec![RecordOutcome::Stored; 10]);
+    assert_eq!(store.record(&batch).await.unwrap(), vec![RecordOutcome::Duplicate; 10]);
+    // The same (campaign, user, nth) under another coupon id is a duplicate too.
+    let again = event(&c, &user(&c.id, 0), 1, now_ms());
+    assert_eq!(store.record(&[again.clone()]).await.unwrap(), vec![RecordOutcome::Duplicate]);
+    assert_eq!(store.coupon(&again.coupon_id).await.unwrap(), None);
+    assert_eq!(store.issued_count(&c.id).await.unwrap(), 10);
+    let coupon = store.coupon(&batch[3].coupon_id).await.unwrap().unwrap();
+    assert_eq!(coupon, crate::domain::Coupon::from_event(&batch[3]));
+}
+
+/// Invalid events are refused one by one, with a reason; the valid ones are stored.
+pub async fn record_rejects_invalid_events_and_keeps_the_rest(store: Arc<dyn IssueStore>) {
+    let c = stored_campaign(&*store, 100, 2).await;
+    let mut draft = open_campaign(10, 1);
+    draft.state = CampaignState::Draft;
+    store.create_campaign(&draft).await.unwrap();
+    let unknown = open_campaign(10, 1);
+    let ok = event(&c, &user(&c.id, 0), 1, now_ms());
+    let batch = vec![
+        event(&unknown, &user(&c.id, 1), 1, now_ms()),
+        ok.clone(),
+        event(&c, &user(&c.id, 2), 3, now_ms()),
+        event(&c, &user(&c.id, 3), 0, now_ms()),
+        event(&draft, &user(&c.id, 4), 1, now_ms()),
+        event(&c, &user(&c.id, 5), 1, c.issue_ends_at + Duration::seconds(1)),
+        event(&c, &user(&c.id, 6), 2, now_ms()),
+    ];
+    let rejected = |reason| RecordOutcome::Rejected { reason };
+    assert_eq!(
+        store.record(&batch).await.unwrap(),
+        vec![
+            rejected(RejectReason::UnknownCampaign),
+            RecordOutcome::Stored,
+            rejected(RejectReason::NthOutOfRange),
+            rejected(RejectReason::NthOutOfRange),
+            rejected(RejectReason::CampaignNotOpened),
+            rejected(RejectReason::OutsideWindow),
+            RecordOutcome::Stored,
+        ]
+    );
+    assert_eq!(store.issued_count(&c.id).await.unwrap(), 2);
+    assert_eq!(store.issued_count(&draft.id).await.unwrap(), 0);
+    for rejected in [&batch[0], &batch[2], &batch[4], &batch[5]] {
+        assert_eq!(store.coupon(&rejected.coupon_id).await.unwrap(), None, "nothing written for a rejected event");
+    }
+}
+
+/// An empty batch is fine and writes nothing.
+pub async fn empty_batch_records_nothing(store: Arc<dyn IssueStore>) {
+    assert!(store.record(&[]).await.unwrap().is_empty());
+}
+
+/// Two recorders writing overlapping batches at once leave exactly one row per coupon.
+pub async fn overlapping_concurrent_batches_store_once(store: Arc<dyn IssueStore>) {
+    let c = stored_campaign(&*store, 1_000, 1).await;
+    let all: Vec<_> = (0..400).map(|i| event(&c, &user(&c.id, i), 1, now_ms())).collect();
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            // Each task writes 200 events, overlapping its neighbours by half.
+            let mine: Vec<_> = all.iter().cycle().skip(t * 100).take(200).cloned().collect();
+            tokio::spawn(async move {
+                let mut stored = 0;
+                for chunk in mine.chunks(50) {
+                    stored += store
+                        .record(chunk)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .filter(|o| *o == RecordOutcome::Stored)
+                        .count();
+                }
+                stored
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tasks {
+        stored += t.await.unwrap();
+    }
+    assert_eq!(stored, 400, "each coupon reported stored exactly once");
+    assert_eq!(store.issued_count(&c.id).await.unwrap(), 400);
+}
+
+/// A user's coupons across campaigns, newest first.
+pub async fn coupons_of_user_newest_first(store: Arc<dyn IssueStore>) {
+    let (a, b) = (stored_campaign(&*store, 10, 1).await, stored_campaign(&*store, 10, 1).await);
+    let u = user(&a.id, 0);
+    let t = now_ms();
+    let older = event(&a, &u, 1, t - Duration::seconds(10));
+    let newer = event(&b, &u, 1, t);
+    store.record(&[older.clone(), newer.clone()]).await.unwrap();
+    store.record(&[event(&a, &user(&a.id, 1), 1, t)]).await.unwrap();
+    let mine = store.coupons_of_user(&u).await.unwrap();
+    assert_eq!(mine.iter().map(|c| c.id).collect::<Vec<_>>(), vec![newer.coupon_id, older.coupon_id]);
+    assert!(mine.iter().all(|c| c.state == CouponState::Issued && c.user_id == u));
+    assert!(store.coupons_of_user(&user(&b.id, 9)).await.unwrap().is_empty());
+}
+
+/// Each redemption failure is its own outcome; success happens once.
+pub async fn redeem_outcomes(store: Arc<dyn IssueStore>) {
+    let c = stored_campaign(&*store, 10, 1).await;
+    let mut c_min = open_campaign(10, 1).with_min_order(10_000);
+    c_min.validity = Validity::Until(c_min.issue_ends_at + Duration::days(1));
+    store.create_campaign(&c_min).await.unwrap();
+    let u = user(&c.id, 0);
+    let t = now_ms();
+    let e = event(&c, &u, 1, t);
+    let e_min = event(&c_min, &u, 1, t);
+    store.record(&[e.clone(), e_min.clone()]).await.unwrap();
+    let r = |coupon_id, user_id: &crate::domain::UserId, amount, at| Redemption {
+        coupon_id,
+        user_id: user_id.clone(),
+        order_id: "order-1".into(),
+        order_amount: amount,
+        at,
+    };
+    let stranger = user(&c.id, 1);
+    assert_eq!(store.redeem(&r(CouponId::new(), &u, 1, t)).await.unwrap(), RedeemOutcome::NotFound);
+    assert_eq!(store.redeem(&r(e.coupon_id, &stranger, 1, t)).await.unwrap(), RedeemOutcome::NotFound, "not the owner");
+    assert_eq!(store.redeem(&r(e.coupon_id, &u, 1, t - Duration::seconds(1))).await.unwrap(), RedeemOutcome::NotYetValid);
+    assert_eq!(store.redeem(&r(e.coupon_id, &u, 1, e.valid_until)).await.unwrap(), RedeemOutcome::Expired);
+    assert_eq!(
+        store.redeem(&r(e_min.coupon_id, &u, 9_999, t)).await.unwrap(),
+        RedeemOutcome::ConditionNotMet { min_order_amount: 10_000 }
+    );
+    let at = t + Duration::seconds(1);
+    match store.redeem(&r(e_min.coupon_id, &u, 10_000, at)).await.unwrap() {
+        RedeemOutcome::Redeemed { coupon } => {
+            assert_eq!(coupon.state, CouponState::Redeemed);
+            assert_eq!(coupon.redeemed_at, Some(at));
+            assert_eq!(coupon.order_id.as_deref(), Some("order-1"));
+        }
+        other => panic!("expected a redemption, got {other:?}"),
+    }
+    assert_eq!(store.redeem(&r(e_min.coupon_id, &u, 10_000, at)).await.unwrap(), RedeemOutcome::AlreadyRedeemed);
+    let stored = store.coupon(&e_min.coupon_id).await.unwrap().unwrap();
+    assert_eq!(stored.state, CouponState::Redeemed);
+    assert_eq!(store.coupon(&e.coupon_id).await.unwrap().unwrap().state, CouponState::Issued, "failed attempts changed nothing");
+}
+
+/// 64 concurrent redemptions of one coupon: exactly one wins, the rest are told it was used.
+pub async fn concurrent_redemptions_have_one_winner(store: Arc<dyn IssueStore>) {
+    let c = stored_campaign(&*store, 10, 1).await;
+    let u = user(&c.id, 0);
+    let e = event(&c, &u, 1, now_ms());
+    store.record(std::slice::from_ref(&e)).await.unwrap();
+    let at = now_ms() + Duration::seconds(1);
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let store = store.clone();
+            let r = Redemption {
+                coupon_id: e.coupon_id,
+                user_id: u.clone(),
+                order_id: format!("order-{i}"),
+                order_amount: 100,
+                at,
+            };
+            tokio::spawn(async move { store.redeem(&r).await.unwrap() })
+        })
+        .collect();
+    let (mut won, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            RedeemOutcome::Redeemed { .. } => won += 1,
+            RedeemOutcome::AlreadyRedeemed => refused += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((won, refused), (1, 63));
+}
+
+/// Holders report each user's highest nth; stored_keys answers per key.
+pub async fn holders_and_stored_keys(store: Arc<dyn IssueStore>) {
+    let c = stored_campaign(&*store, 10, 3).await;
+    let (a, b) = (user(&c.id, 0), user(&c.id, 1));
+    let t = now_ms();
+    store
+        .record(&[event(&c, &a, 1, t), event(&c, &a, 2, t), event(&c, &b, 1, t)])
+        .await
+        .unwrap();
+    let mut holders = store.holders(&c.id).await.unwrap();
+    holders.sort();
+    assert_eq!(holders, vec![(a.clone(), 2), (b.clone(), 1)]);
+    let keys = [
+        ReservationKey { user_id: a.clone(), nth: 2 },
+        ReservationKey { user_id: a.clone(), nth: 3 },
+        ReservationKey { user_id: b.clone(), nth: 1 },
+        ReservationKey { user_id: user(&c.id, 2), nth: 1 },
+    ];
+    assert_eq!(store.stored_keys(&c.id, &keys).await.unwrap(), vec![true, false, true, false]);
+    assert!(store.stored_keys(&c.id, &[]).await.unwrap().is_empty());
+    assert_eq!(store.issued_count(&c.id).await.unwrap(), 3);
+}

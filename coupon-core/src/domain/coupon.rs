@@ -1,0 +1,316 @@
+//! Issued coupons, issue events and the outcomes of issuing and redeeming.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::campaign::Campaign;
+use super::ids::{CampaignId, CouponId, EventId, UserId};
+
+/// Where a coupon is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CouponState {
+    /// Issued, not yet used.
+    Issued,
+    /// Used once; it cannot be used again.
+    Redeemed,
+}
+
+impl CouponState {
+    /// The lowercase name used in APIs and storage.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CouponState::Issued => "issued",
+            CouponState::Redeemed => "redeemed",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "issued" => Some(CouponState::Issued),
+            "redeemed" => Some(CouponState::Redeemed),
+            _ => None,
+        }
+    }
+}
+
+/// A stored coupon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coupon {
+    /// Its id.
+    pub id: CouponId,
+    /// The campaign it came from.
+    pub campaign_id: CampaignId,
+    /// Who holds it.
+    pub user_id: UserId,
+    /// Which of the user's coupons of this campaign it is (1-based, at most the per-user limit).
+    pub nth: u32,
+    /// When the gate admitted it.
+    pub issued_at: DateTime<Utc>,
+    /// Redeemable until this moment (exclusive).
+    pub valid_until: DateTime<Utc>,
+    /// Issued or redeemed.
+    pub state: CouponState,
+    /// When it was redeemed.
+    pub redeemed_at: Option<DateTime<Utc>>,
+    /// The order it was redeemed for.
+    pub order_id: Option<String>,
+}
+
+impl Coupon {
+    /// The coupon an event describes, not yet redeemed.
+    pub fn from_event(event: &IssueEvent) -> Self {
+        Self {
+            id: event.coupon_id,
+            campaign_id: event.campaign_id,
+            user_id: event.user_id.clone(),
+            nth: event.nth,
+            issued_at: event.issued_at,
+            valid_until: event.valid_until,
+            state: CouponState::Issued,
+            redeemed_at: None,
+            order_id: None,
+        }
+    }
+}
+
+/// The current version of [`IssueEvent`]'s schema.
+pub const ISSUE_EVENT_VERSION: u16 = 1;
+
+/// "This user was issued this coupon": published to the [`crate::EventLog`] on the hot
+/// path and written to the [`crate::IssueStore`] on the cold path.
+///
+/// Encoded as JSON with a `version` field; a consumer refuses versions it does not know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssueEvent {
+    /// Schema version, [`ISSUE_EVENT_VERSION`].
+    pub version: u16,
+    /// Unique per event, for consumers that deduplicate.
+    pub event_id: EventId,
+    /// The coupon's id, told to the user in the response.
+    pub coupon_id: CouponId,
+    /// The campaign.
+    pub campaign_id: CampaignId,
+    /// The user.
+    pub user_id: UserId,
+    /// Which of the user's coupons of this campaign (1-based).
+    pub nth: u32,
+    /// When the gate admitted it.
+    pub issued_at: DateTime<Utc>,
+    /// Redeemable until this moment.
+    pub valid_until: DateTime<Utc>,
+}
+
+impl IssueEvent {
+    /// The event for an admission of `user` to `campaign` as its `nth` coupon, at `issued_at`.
+    pub fn new(campaign: &Campaign, user_id: UserId, nth: u32, issued_at: DateTime<Utc>) -> Self {
+        Self {
+            version: ISSUE_EVENT_VERSION,
+            event_id: EventId::new(),
+            coupon_id: CouponId::new(),
+            campaign_id: campaign.id,
+            user_id,
+            nth,
+            issued_at,
+            valid_until: campaign.validity.valid_until(issued_at),
+        }
+    }
+
+    /// The JSON encoding.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an IssueEvent always serializes")
+    }
+
+    /// Decodes the JSON encoding, refusing unknown schema versions.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        #[derive(Deserialize)]
+        struct Versioned {
+            version: u16,
+        }
+        let v: Versioned = serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if v.version != ISSUE_EVENT_VERSION {
+            return Err(DecodeError::UnknownVersion(v.version));
+        }
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+    }
+
+    /// The reservation this event settles in the gate's ledger.
+    pub fn reservation_key(&self) -> ReservationKey {
+        ReservationKey {
+            user_id: self.user_id.clone(),
+            nth: self.nth,
+        }
+    }
+}
+
+/// Why bytes from the event log are not an [`IssueEvent`]. Such records are poison:
+/// they go to the dead-letter side, never into a retry loop.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Not JSON, or not the shape of an event.
+    #[error("malformed issue event: {0}")]
+    Malformed(String),
+    /// A schema version this build does not know.
+    #[error("issue event schema version {0} is not supported (this build reads version {ISSUE_EVENT_VERSION})")]
+    UnknownVersion(u16),
+}
+
+/// One admission held in the gate's reservation ledger: a user's `nth` coupon.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ReservationKey {
+    /// The user.
+    pub user_id: UserId,
+    /// Which of the user's coupons.
+    pub nth: u32,
+}
+
+/// A ledger entry: an admission not yet confirmed as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// Whose and which.
+    pub key: ReservationKey,
+    /// When the gate admitted it.
+    pub admitted_at: DateTime<Utc>,
+}
+
+/// The gate's answer to one admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum Admission {
+    /// Admitted: the user's `nth` coupon; `remaining` stock is left.
+    Admitted {
+        /// Which of the user's coupons (1-based).
+        nth: u32,
+        /// Stock left after this admission.
+        remaining: u64,
+    },
+    /// The user already holds the per-user limit.
+    AlreadyIssued,
+    /// No stock left.
+    SoldOut,
+    /// The campaign is not open (unknown to the gate, or before its window).
+    NotOpen,
+    /// The issue window has ended.
+    Closed,
+}
+
+/// What a user gets when asking for a coupon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IssueOutcome {
+    /// Issued; the coupon as it will be stored.
+    Issued(Coupon),
+    /// The user already holds the per-user limit.
+    AlreadyIssued,
+    /// No stock left.
+    SoldOut,
+    /// The campaign is not open yet.
+    NotOpen,
+    /// The campaign is closed or its window has ended.
+    Closed,
+    /// No such campaign.
+    CampaignNotFound,
+}
+
+impl IssueOutcome {
+    /// A short snake_case name, for metrics and API error codes.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IssueOutcome::Issued(_) => "issued",
+            IssueOutcome::AlreadyIssued => "already_issued",
+            IssueOutcome::SoldOut => "sold_out",
+            IssueOutcome::NotOpen => "not_open",
+            IssueOutcome::Closed => "closed",
+            IssueOutcome::CampaignNotFound => "campaign_not_found",
+        }
+    }
+}
+
+/// What the store did with one event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum RecordOutcome {
+    /// Newly stored.
+    Stored,
+    /// Already stored before (a redelivery); nothing changed.
+    Duplicate,
+    /// Refused as invalid; nothing written for it. Retrying will not help.
+    Rejected {
+        /// Why.
+        reason: RejectReason,
+    },
+}
+
+/// Why the store refused an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The campaign does not exist.
+    #[error("the campaign does not exist")]
+    UnknownCampaign,
+    /// The campaign was never opened.
+    #[error("the campaign was never opened")]
+    CampaignNotOpened,
+    /// `nth` is 0 or above the campaign's per-user limit.
+    #[error("nth is outside 1..=per_user_limit")]
+    NthOutOfRange,
+    /// The event's time is outside the campaign's issue window.
+    #[error("issued_at is outside the campaign's issue window")]
+    OutsideWindow,
+}
+
+/// A redemption request: `user_id` uses coupon `coupon_id` for an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redemption {
+    /// The coupon.
+    pub coupon_id: CouponId,
+    /// Who is redeeming; must be the holder.
+    pub user_id: UserId,
+    /// The order it is used for.
+    pub order_id: String,
+    /// The order's amount in minor currency units.
+    pub order_amount: u64,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// What a redemption did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum RedeemOutcome {
+    /// Redeemed now; the coupon in its new state.
+    Redeemed {
+        /// The coupon after redemption.
+        coupon: Coupon,
+    },
+    /// It was redeemed before (use once).
+    AlreadyRedeemed,
+    /// Its validity has ended.
+    Expired,
+    /// Its validity has not started.
+    NotYetValid,
+    /// The order does not meet the usage conditions.
+    ConditionNotMet {
+        /// The minimum order amount required.
+        min_order_amount: u64,
+    },
+    /// No such coupon, or it belongs to someone else (the two are not told apart).
+    NotFound,
+}
+
+/// Counts for one campaign across gate and store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignCounts {
+    /// The stock.
+    pub total_quantity: u64,
+    /// Stock left in the gate (`None` when the gate does not hold the campaign).
+    pub remaining: Option<u64>,
+    /// Admitted by the gate (`total - remaining`), when the gate holds the campaign.
+    pub admitted: Option<u64>,
+    /// Coupons durably stored.
+    pub stored: u64,
+    /// Admissions in the gate's ledger not yet confirmed as stored.
+    pub pending: Option<u64>,
+}

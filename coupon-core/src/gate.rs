@@ -1,0 +1,111 @@
+//! [`IssueGate`]: the hot path's atomic admission, with its reservation ledger.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Admission, CampaignId, GateCampaign, Reservation, ReservationKey, UserId};
+use crate::error::BackendError;
+
+/// One admission request of a batch ([`IssueGate::admit_many`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AdmitRequest {
+    /// The campaign.
+    pub campaign_id: CampaignId,
+    /// The user.
+    pub user_id: UserId,
+}
+
+/// What the gate holds for a campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateCounts {
+    /// Stock left.
+    pub remaining: u64,
+    /// Admissions in the ledger not yet confirmed as stored.
+    pub pending: u64,
+}
+
+/// What [`IssueGate::restore`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreReport {
+    /// The gate did not hold the campaign and it was created from the store's holders.
+    pub created: bool,
+    /// Users whose holdings the gate had forgotten (or held fewer of) and now knows.
+    pub users_restored: u64,
+    /// Stock taken for the coupons the gate had forgotten.
+    pub stock_taken: u64,
+    /// Stock left afterwards.
+    pub remaining: u64,
+}
+
+/// Decides admissions atomically: per-user check, stock check, decrement, record
+/// the holder and the reservation, as one indivisible step.
+///
+/// Every admission also goes into a **reservation ledger** with its time, until the
+/// cold path confirms it stored the coupon ([`IssueGate::settle`]). The
+/// [`crate::Reconciler`] releases ledger entries that were never acknowledged.
+///
+/// Implementations: [`crate::memory::MemoryGate`] here, `RedisGate` in `coupon-redis`.
+/// They all pass [`crate::conformance`]'s gate suite.
+#[cfg_attr(any(test, feature = "mock"), mockall::automock)]
+#[async_trait]
+pub trait IssueGate: Send + Sync + 'static {
+    /// The backend's name for errors and metrics (`memory`, `redis`, ...).
+    fn backend(&self) -> &'static str;
+
+    /// Loads a campaign's stock, per-user limit and window. Idempotent: opening a
+    /// campaign the gate already holds changes nothing (stock is never reset).
+    async fn open(&self, campaign: &GateCampaign) -> Result<(), BackendError>;
+
+    /// Admits `user_id` to `campaign_id` at `now`, or says why not.
+    async fn admit(
+        &self,
+        campaign_id: &CampaignId,
+        user_id: &UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, BackendError>;
+
+    /// Admits many requests in order, as if [`IssueGate::admit`] were called for each
+    /// in turn; one result per request. Backends answer this with one call where they can.
+    async fn admit_many(
+        &self,
+        requests: &[AdmitRequest],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Admission>, BackendError>;
+
+    /// Compensates one admission that was not acknowledged: if `key` is still in the
+    /// ledger, removes it, returns its stock and lowers the user's holding. Returns
+    /// whether anything was released. An entry already settled is never released.
+    async fn release(&self, campaign_id: &CampaignId, key: &ReservationKey) -> Result<bool, BackendError>;
+
+    /// Removes ledger entries the store has confirmed; returns how many were present.
+    async fn settle(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<u64, BackendError>;
+
+    /// Ledger entries admitted before `admitted_before`, oldest first, at most `limit`.
+    async fn reservations(
+        &self,
+        campaign_id: &CampaignId,
+        admitted_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Reservation>, BackendError>;
+
+    /// Stock left and pending reservations, or `None` if the gate does not hold the campaign.
+    async fn counts(&self, campaign_id: &CampaignId) -> Result<Option<GateCounts>, BackendError>;
+
+    /// How many coupons the gate believes `user_id` holds in the campaign.
+    async fn holding(&self, campaign_id: &CampaignId, user_id: &UserId) -> Result<u32, BackendError>;
+
+    /// Makes the gate know at least what the store holds: each `(user, highest nth)`
+    /// the gate holds fewer of is raised, taking the difference from the stock.
+    /// If the gate does not hold the campaign at all, it is created with stock
+    /// `total - sum(nth)`. Never returns stock, so it is safe while traffic flows.
+    async fn restore(
+        &self,
+        campaign: &GateCampaign,
+        holders: &[(UserId, u32)],
+    ) -> Result<RestoreReport, BackendError>;
+
+    /// Forgets the campaign (stock, holders, ledger). Afterwards admissions answer
+    /// [`Admission::NotOpen`].
+    async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError>;
+}

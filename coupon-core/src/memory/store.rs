@@ -1,0 +1,194 @@
+//! [`MemoryStore`]: the store in process memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    Campaign, CampaignId, CampaignState, Coupon, CouponId, CouponState, IssueEvent, RecordOutcome, RedeemOutcome,
+    Redemption, RejectReason, ReservationKey, UserId,
+};
+use crate::error::{BackendError, Component, ErrorKind};
+use crate::store::IssueStore;
+
+/// The store in process memory, behind one lock. Not durable: use it for tests and
+/// for ephemeral embedded setups; the reference server's embedded default uses SQLite.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryStore {
+    state: Arc<RwLock<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    campaigns: HashMap<CampaignId, Campaign>,
+    coupons: HashMap<CouponId, Coupon>,
+    by_key: HashMap<(CampaignId, UserId, u32), CouponId>,
+    by_user: HashMap<UserId, Vec<CouponId>>,
+    holders: HashMap<CampaignId, HashMap<UserId, u32>>,
+    counts: HashMap<CampaignId, u64>,
+}
+
+impl State {
+    fn check(&self, event: &IssueEvent) -> Result<(), RejectReason> {
+        let campaign = self
+            .campaigns
+            .get(&event.campaign_id)
+            .ok_or(RejectReason::UnknownCampaign)?;
+        if campaign.state == CampaignState::Draft {
+            return Err(RejectReason::CampaignNotOpened);
+        }
+        if event.nth == 0 || event.nth > campaign.per_user_limit {
+            return Err(RejectReason::NthOutOfRange);
+        }
+        if !campaign.in_window(event.issued_at) {
+            return Err(RejectReason::OutsideWindow);
+        }
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl IssueStore for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn create_campaign(&self, campaign: &Campaign) -> Result<(), BackendError> {
+        let mut s = self.state.write().expect("store lock");
+        if s.campaigns.contains_key(&campaign.id) {
+            return Err(BackendError::new(
+                Component::Store,
+                "memory",
+                "create_campaign",
+                ErrorKind::Rejected,
+                format!("campaign {} already exists", campaign.id),
+            ));
+        }
+        s.campaigns.insert(campaign.id, campaign.clone());
+        Ok(())
+    }
+
+    async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, BackendError> {
+        Ok(self.state.read().expect("store lock").campaigns.get(id).cloned())
+    }
+
+    async fn set_campaign_state(&self, id: &CampaignId, state: CampaignState) -> Result<Option<Campaign>, BackendError> {
+        let mut s = self.state.write().expect("store lock");
+        Ok(s.campaigns.get_mut(id).map(|c| {
+            if c.state.can_become(state) {
+                c.state = state;
+            }
+            c.clone()
+        }))
+    }
+
+    async fn record(&self, events: &[IssueEvent]) -> Result<Vec<RecordOutcome>, BackendError> {
+        let mut s = self.state.write().expect("store lock");
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            if let Err(reason) = s.check(e) {
+                out.push(RecordOutcome::Rejected { reason });
+                continue;
+            }
+            let key = (e.campaign_id, e.user_id.clone(), e.nth);
+            if s.by_key.contains_key(&key) || s.coupons.contains_key(&e.coupon_id) {
+                out.push(RecordOutcome::Duplicate);
+                continue;
+            }
+            s.by_key.insert(key, e.coupon_id);
+            s.coupons.insert(e.coupon_id, Coupon::from_event(e));
+            s.by_user.entry(e.user_id.clone()).or_default().push(e.coupon_id);
+            let held = s
+                .holders
+                .entry(e.campaign_id)
+                .or_default()
+                .entry(e.user_id.clone())
+                .or_insert(0);
+            *held = (*held).max(e.nth);
+            *s.counts.entry(e.campaign_id).or_insert(0) += 1;
+            out.push(RecordOutcome::Stored);
+        }
+        Ok(out)
+    }
+
+    async fn coupon(&self, id: &CouponId) -> Result<Option<Coupon>, BackendError> {
+        Ok(self.state.read().expect("store lock").coupons.get(id).cloned())
+    }
+
+    async fn coupons_of_user(&self, user_id: &UserId) -> Result<Vec<Coupon>, BackendError> {
+        let s = self.state.read().expect("store lock");
+        let mut coupons: Vec<Coupon> = s
+            .by_user
+            .get(user_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| s.coupons.get(id).cloned())
+            .collect();
+        coupons.sort_by(|a, b| b.issued_at.cmp(&a.issued_at).then(b.id.cmp(&a.id)));
+        Ok(coupons)
+    }
+
+    async fn redeem(&self, r: &Redemption) -> Result<RedeemOutcome, BackendError> {
+        let mut s = self.state.write().expect("store lock");
+        let min_order_amount = match s.coupons.get(&r.coupon_id) {
+            Some(c) if c.user_id == r.user_id => s
+                .campaigns
+                .get(&c.campaign_id)
+                .and_then(|campaign| campaign.conditions.min_order_amount),
+            _ => return Ok(RedeemOutcome::NotFound),
+        };
+        let coupon = s.coupons.get_mut(&r.coupon_id).expect("checked above");
+        if coupon.state == CouponState::Redeemed {
+            return Ok(RedeemOutcome::AlreadyRedeemed);
+        }
+        if r.at < coupon.issued_at {
+            return Ok(RedeemOutcome::NotYetValid);
+        }
+        if r.at >= coupon.valid_until {
+            return Ok(RedeemOutcome::Expired);
+        }
+        if let Some(min) = min_order_amount
+            && r.order_amount < min
+        {
+            return Ok(RedeemOutcome::ConditionNotMet { min_order_amount: min });
+        }
+        coupon.state = CouponState::Redeemed;
+        coupon.redeemed_at = Some(r.at);
+        coupon.order_id = Some(r.order_id.clone());
+        Ok(RedeemOutcome::Redeemed { coupon: coupon.clone() })
+    }
+
+    async fn issued_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {
+        let s = self.state.read().expect("store lock");
+        Ok(s.counts.get(campaign_id).copied().unwrap_or(0))
+    }
+
+    async fn holders(&self, campaign_id: &CampaignId) -> Result<Vec<(UserId, u32)>, BackendError> {
+        let s = self.state.read().expect("store lock");
+        let mut holders: Vec<(UserId, u32)> = s
+            .holders
+            .get(campaign_id)
+            .into_iter()
+            .flatten()
+            .map(|(u, n)| (u.clone(), *n))
+            .collect();
+        holders.sort();
+        Ok(holders)
+    }
+
+    async fn stored_keys(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<bool>, BackendError> {
+        let s = self.state.read().expect("store lock");
+        Ok(keys
+            .iter()
+            .map(|k| s.by_key.contains_key(&(*campaign_id, k.user_id.clone(), k.nth)))
+            .collect())
+    }
+}

@@ -1,0 +1,339 @@
+//! [`Recorder`]: the cold path. Read a batch from the log, store it idempotently,
+//! settle the gate's ledger, then commit; retry while the store is unreachable;
+//! dead-letter poison.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::{CampaignId, IssueEvent, RecordOutcome, ReservationKey};
+use crate::error::BackendError;
+use crate::gate::IssueGate;
+use crate::log::{Batch, DeadLetter, EventSource, LogRecord};
+use crate::store::IssueStore;
+
+/// How the [`Recorder`] batches and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecorderConfig {
+    /// The most records handled in one batch.
+    pub max_batch: usize,
+    /// The longest wait for a batch to fill.
+    pub batch_wait: Duration,
+    /// Attempts at an event the store rejects before it is dead-lettered.
+    pub max_attempts: u32,
+    /// First retry delay; doubled after each failure.
+    pub backoff_initial: Duration,
+    /// Longest retry delay.
+    pub backoff_max: Duration,
+}
+
+impl Default for RecorderConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 500,
+            batch_wait: Duration::from_millis(20),
+            max_attempts: 3,
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RecorderConfig {
+    /// Sets the batch size.
+    pub fn with_max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n.max(1);
+        self
+    }
+
+    /// Sets the batch wait.
+    pub fn with_batch_wait(mut self, wait: Duration) -> Self {
+        self.batch_wait = wait;
+        self
+    }
+
+    /// Sets the attempts before dead-lettering.
+    pub fn with_max_attempts(mut self, n: u32) -> Self {
+        self.max_attempts = n.max(1);
+        self
+    }
+
+    /// Sets the retry delays.
+    pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.backoff_initial = initial;
+        self.backoff_max = max.max(initial);
+        self
+    }
+}
+
+/// Told about what the recorder stored (notifications: SSE, e-mail, ...).
+pub trait RecordObserver: Send + Sync {
+    /// These events were newly stored.
+    fn stored(&self, events: &[IssueEvent]);
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Records read.
+    pub received: usize,
+    /// Coupons newly stored.
+    pub stored: usize,
+    /// Events already stored (redeliveries).
+    pub duplicates: usize,
+    /// Records sent to the dead-letter side.
+    pub dead_lettered: usize,
+    /// Store calls that failed and were retried.
+    pub store_retries: usize,
+}
+
+impl std::ops::AddAssign for BatchReport {
+    fn add_assign(&mut self, o: Self) {
+        self.received += o.received;
+        self.stored += o.stored;
+        self.duplicates += o.duplicates;
+        self.dead_lettered += o.dead_lettered;
+        self.store_retries += o.store_retries;
+    }
+}
+
+/// The cold-path loop over any [`EventSource`] and [`IssueStore`].
+///
+/// Guarantees: a batch is committed only after every record in it is stored (or
+/// already was) or dead-lettered; while the store is unreachable the same batch is
+/// retried with backoff, never dropped, never committed; redelivery is harmless
+/// because recording is idempotent.
+pub struct Recorder {
+    source: Box<dyn EventSource>,
+    store: Arc<dyn IssueStore>,
+    gate: Option<Arc<dyn IssueGate>>,
+    observer: Option<Arc<dyn RecordObserver>>,
+    config: RecorderConfig,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("store", &self.store.backend())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    /// A recorder reading `source` into `store`.
+    pub fn new(source: Box<dyn EventSource>, store: Arc<dyn IssueStore>, config: RecorderConfig) -> Self {
+        Self {
+            source,
+            store,
+            gate: None,
+            observer: None,
+            config,
+        }
+    }
+
+    /// Settles the gate's reservation ledger after each stored batch (one call per
+    /// campaign in the batch).
+    pub fn with_gate(mut self, gate: Arc<dyn IssueGate>) -> Self {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// Tells `observer` about stored events.
+    pub fn with_observer(mut self, observer: Arc<dyn RecordObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Runs until `shutdown` completes. A batch in progress at shutdown is not
+    /// committed; it will be delivered again.
+    pub async fn run_until(&mut self, shutdown: impl Future<Output = ()>) -> BatchReport {
+        let mut total = BatchReport::default();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut shutdown => return total,
+                report = self.run_once() => total += report,
+            }
+        }
+    }
+
+    /// Handles batches until a read comes back empty (the log is drained for now);
+    /// returns the sum of the batches handled.
+    pub async fn drain(&mut self) -> BatchReport {
+        let mut total = BatchReport::default();
+        loop {
+            let report = self.run_once().await;
+            if report.received == 0 {
+                return total;
+            }
+            total += report;
+        }
+    }
+
+    /// Reads and handles one batch (possibly empty), retrying until it is done.
+    pub async fn run_once(&mut self) -> BatchReport {
+        let mut backoff = Backoff::new(&self.config);
+        let batch = loop {
+            match self.source.next_batch(self.config.max_batch, self.config.batch_wait).await {
+                Ok(batch) => break batch,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the event log failed; retrying");
+                    backoff.wait().await;
+                }
+            }
+        };
+        if batch.records.is_empty() {
+            return BatchReport::default();
+        }
+        let report = self.handle(&batch).await;
+        let mut backoff = Backoff::new(&self.config);
+        for _ in 0..3 {
+            match self.source.commit(&batch.commit).await {
+                Ok(()) => break,
+                // Not fatal: the batch will be delivered again and deduplicated.
+                Err(e) => {
+                    tracing::warn!(error = %e, "commit failed; the batch may be delivered again");
+                    if !e.is_retryable() {
+                        break;
+                    }
+                    backoff.wait().await;
+                }
+            }
+        }
+        report
+    }
+
+    async fn handle(&mut self, batch: &Batch) -> BatchReport {
+        let mut report = BatchReport {
+            received: batch.records.len(),
+            ..BatchReport::default()
+        };
+        let mut pending: Vec<(&LogRecord, IssueEvent)> = Vec::with_capacity(batch.records.len());
+        for record in &batch.records {
+            match record.decode() {
+                Ok(event) => pending.push((record, event)),
+                // Decoding is deterministic: retrying cannot help, so it goes at once.
+                Err(e) => {
+                    self.dead_letter(record, &e.to_string(), 1).await;
+                    report.dead_lettered += 1;
+                }
+            }
+        }
+
+        let mut attempt = 1;
+        let mut backoff = Backoff::new(&self.config);
+        while !pending.is_empty() {
+            let events: Vec<IssueEvent> = pending.iter().map(|(_, e)| e.clone()).collect();
+            let outcomes = match self.store.record(&events).await {
+                Ok(outcomes) if outcomes.len() == events.len() => outcomes,
+                Ok(outcomes) => {
+                    tracing::error!(expected = events.len(), got = outcomes.len(), "store answered the wrong number of outcomes; retrying");
+                    report.store_retries += 1;
+                    backoff.wait().await;
+                    continue;
+                }
+                Err(e) => {
+                    // Unreachable, timed out or refused as a whole: recording is idempotent,
+                    // so the same batch is retried until the store takes it.
+                    tracing::warn!(error = %e, "store write failed; retrying the batch");
+                    report.store_retries += 1;
+                    backoff.wait().await;
+                    continue;
+                }
+            };
+            let mut done: Vec<IssueEvent> = Vec::new();
+            let mut stored: Vec<IssueEvent> = Vec::new();
+            let mut rejected = Vec::new();
+            for ((record, event), outcome) in pending.into_iter().zip(outcomes) {
+                match outcome {
+                    RecordOutcome::Stored => {
+                        report.stored += 1;
+                        stored.push(event.clone());
+                        done.push(event);
+                    }
+                    RecordOutcome::Duplicate => {
+                        report.duplicates += 1;
+                        done.push(event);
+                    }
+                    RecordOutcome::Rejected { reason } => rejected.push((record, event, reason)),
+                }
+            }
+            self.settle(&done).await;
+            if let Some(observer) = &self.observer
+                && !stored.is_empty()
+            {
+                observer.stored(&stored);
+            }
+            if rejected.is_empty() {
+                break;
+            }
+            if attempt >= self.config.max_attempts {
+                for (record, _, reason) in &rejected {
+                    self.dead_letter(record, &format!("rejected by the store: {reason}"), attempt).await;
+                    report.dead_lettered += 1;
+                }
+                break;
+            }
+            attempt += 1;
+            backoff.wait().await;
+            pending = rejected.into_iter().map(|(r, e, _)| (r, e)).collect();
+        }
+        report
+    }
+
+    async fn settle(&self, events: &[IssueEvent]) {
+        let Some(gate) = &self.gate else { return };
+        let mut by_campaign: HashMap<CampaignId, Vec<ReservationKey>> = HashMap::new();
+        for e in events {
+            by_campaign.entry(e.campaign_id).or_default().push(e.reservation_key());
+        }
+        for (campaign, keys) in by_campaign {
+            // Best effort: the reconciler finds stored entries and settles them too.
+            if let Err(e) = gate.settle(&campaign, &keys).await {
+                tracing::warn!(error = %e, %campaign, "settling the ledger failed; the reconciler will");
+            }
+        }
+    }
+
+    async fn dead_letter(&mut self, record: &LogRecord, error: &str, attempts: u32) {
+        let letter = DeadLetter {
+            record: record.clone(),
+            error: error.to_owned(),
+            attempts,
+        };
+        let mut backoff = Backoff::new(&self.config);
+        // Never commit past a record that is neither stored nor dead-lettered.
+        while let Err(e) = self.source.dead_letter(&letter).await {
+            log_dead_letter_failure(&e);
+            backoff.wait().await;
+        }
+        tracing::warn!(partition = record.partition, offset = record.offset, error, "record dead-lettered");
+    }
+}
+
+fn log_dead_letter_failure(e: &BackendError) {
+    tracing::warn!(error = %e, "dead-letter publish failed; retrying");
+}
+
+/// Exponential backoff between retries.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(config: &RecorderConfig) -> Self {
+        Self {
+            next: config.backoff_initial,
+            max: config.backoff_max,
+        }
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.next).await;
+        self.next = (self.next * 2).min(self.max);
+    }
+}

@@ -1,0 +1,21 @@
+//! The conformance suite on the in-memory backends.
+
+use std::sync::Arc;
+
+use coupon_core::memory::{MemoryGate, MemoryLog, MemoryStore};
+use coupon_core::{EventLog, IssueGate, IssueStore};
+
+mod gate {
+    use super::*;
+    coupon_core::gate_conformance!(Some(Arc::new(MemoryGate::new()) as Arc<dyn IssueGate>));
+}
+
+mod log {
+    use super::*;
+    coupon_core::log_conformance!(Some(Arc::new(MemoryLog::new()) as Arc<dyn EventLog>));
+}
+
+mod store {
+    use super::*;
+    coupon_core::store_conformance!(Some(Arc::new(MemoryStore::new()) as Arc<dyn IssueStore>));
+}
