@@ -299,3 +299,6 @@ async fn release(gate: &dyn IssueGate, event: &IssueEvent) {
         Err(e) => tracing::error!(error = %e, coupon = %event.coupon_id, "could not release a reservation; the reconciler will"),
     }
 }
+
+#[cfg(test)]
+mod tests;

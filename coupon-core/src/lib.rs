@@ -63,6 +63,8 @@ pub mod memory;
 pub mod reconciler;
 pub mod recorder;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

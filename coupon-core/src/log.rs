@@ -140,7 +140,7 @@ pub trait EventLog: Send + Sync + 'static {
 /// The consumer side of an [`EventLog`]: batches, commits, dead letters.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait]
-pub trait EventSource: Send {
+pub trait EventSource: Send + Sync {
     /// Waits up to `wait` for records and returns at most `max` of them (possibly none).
     async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Batch, BackendError>;
 

@@ -167,3 +167,6 @@ impl Reconciler {
         Ok(SyncReport { restore, reconcile })
     }
 }
+
+#[cfg(test)]
+mod tests;

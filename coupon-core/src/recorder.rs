@@ -337,3 +337,6 @@ impl Backoff {
         self.next = (self.next * 2).min(self.max);
     }
 }
+
+#[cfg(test)]
+mod tests;

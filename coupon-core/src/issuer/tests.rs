@@ -1,0 +1,249 @@
+//! Every branch of the hot path, with mocked backends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use mockall::predicate::eq;
+
+use super::*;
+use crate::domain::{Admission, CampaignState, GateCampaign, Reservation, ReservationKey};
+use crate::gate::{AdmitRequest, GateCounts, MockIssueGate, RestoreReport};
+use crate::log::MockEventLog;
+use crate::store::MockIssueStore;
+use crate::test_support::*;
+
+fn gate_admitting(nth: u32) -> MockIssueGate {
+    let mut gate = MockIssueGate::new();
+    gate.expect_backend().return_const("mock");
+    gate.expect_admit()
+        .times(1)
+        .returning(move |_, _, _| Ok(Admission::Admitted { nth, remaining: 5 }));
+    gate
+}
+
+fn issuer(gate: MockIssueGate, log: Option<MockEventLog>, store: MockIssueStore, ack: AckMode) -> Issuer {
+    let store: Arc<dyn IssueStore> = arc(store);
+    let log = log.map(|l| arc(l) as Arc<dyn EventLog>);
+    Issuer::new(arc(gate), log, store.clone(), CampaignCache::new(store), IssuerConfig::default().with_ack(ack))
+        .unwrap()
+}
+
+fn log_publishing(result: fn() -> Result<(), BackendError>) -> MockEventLog {
+    let mut log = MockEventLog::new();
+    log.expect_backend().return_const("mock");
+    log.expect_publish().times(1).returning(move |_| result());
+    log
+}
+
+#[tokio::test]
+async fn after_log_answers_issued_once_the_log_accepted() {
+    let c = campaign(CampaignState::Open);
+    let log = log_publishing(|| Ok(()));
+    let i = issuer(gate_admitting(1), Some(log), store_serving(&c), AckMode::AfterLog);
+    match i.issue(&c.id, &alice()).await.unwrap() {
+        IssueOutcome::Issued(coupon) => {
+            assert_eq!((coupon.campaign_id, coupon.user_id, coupon.nth), (c.id, alice(), 1));
+            assert_eq!(coupon.valid_until, c.validity.valid_until(coupon.issued_at));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn publish_failure_releases_the_reservation_and_says_log() {
+    let c = campaign(CampaignState::Open);
+    let mut gate = gate_admitting(1);
+    gate.expect_release()
+        .with(eq(c.id), eq(ReservationKey { user_id: alice(), nth: 1 }))
+        .times(1)
+        .returning(|_, _| Ok(true));
+    let log = log_publishing(|| Err(err(Component::Log, ErrorKind::Unavailable)));
+    let i = issuer(gate, Some(log), store_serving(&c), AckMode::AfterLog);
+    let e = i.issue(&c.id, &alice()).await.unwrap_err();
+    assert!(matches!(&e, Error::Backend(b) if b.component == Component::Log), "{e}");
+}
+
+#[tokio::test]
+async fn publish_with_unknown_outcome_leaves_the_reservation_to_the_reconciler() {
+    let c = campaign(CampaignState::Open);
+    let mut gate = gate_admitting(1);
+    gate.expect_release().never();
+    let log = log_publishing(|| Err(err(Component::Log, ErrorKind::OutcomeUnknown)));
+    let i = issuer(gate, Some(log), store_serving(&c), AckMode::AfterLog);
+    let e = i.issue(&c.id, &alice()).await.unwrap_err();
+    assert!(e.is_retryable());
+}
+
+#[tokio::test]
+async fn gate_unavailable_fails_without_publishing() {
+    let c = campaign(CampaignState::Open);
+    let mut gate = MockIssueGate::new();
+    gate.expect_admit().returning(|_, _, _| Err(err(Component::Gate, ErrorKind::Unavailable)));
+    let mut log = MockEventLog::new();
+    log.expect_publish().never();
+    let i = issuer(gate, Some(log), store_serving(&c), AckMode::AfterLog);
+    let e = i.issue(&c.id, &alice()).await.unwrap_err();
+    assert!(matches!(&e, Error::Backend(b) if b.component == Component::Gate), "{e}");
+}
+
+/// A gate that never answers (a paused Redis, say).
+struct HangingGate;
+
+#[async_trait]
+impl IssueGate for HangingGate {
+    fn backend(&self) -> &'static str {
+        "hanging"
+    }
+    async fn open(&self, _: &GateCampaign) -> Result<(), BackendError> {
+        unreachable!()
+    }
+    async fn admit(&self, _: &CampaignId, _: &UserId, _: DateTime<Utc>) -> Result<Admission, BackendError> {
+        std::future::pending().await
+    }
+    async fn admit_many(&self, _: &[AdmitRequest], _: DateTime<Utc>) -> Result<Vec<Admission>, BackendError> {
+        std::future::pending().await
+    }
+    async fn release(&self, _: &CampaignId, _: &ReservationKey) -> Result<bool, BackendError> {
+        unreachable!()
+    }
+    async fn settle(&self, _: &CampaignId, _: &[ReservationKey]) -> Result<u64, BackendError> {
+        unreachable!()
+    }
+    async fn reservations(&self, _: &CampaignId, _: DateTime<Utc>, _: usize) -> Result<Vec<Reservation>, BackendError> {
+        unreachable!()
+    }
+    async fn counts(&self, _: &CampaignId) -> Result<Option<GateCounts>, BackendError> {
+        unreachable!()
+    }
+    async fn holding(&self, _: &CampaignId, _: &UserId) -> Result<u32, BackendError> {
+        unreachable!()
+    }
+    async fn restore(&self, _: &GateCampaign, _: &[(UserId, u32)]) -> Result<RestoreReport, BackendError> {
+        unreachable!()
+    }
+    async fn close(&self, _: &CampaignId) -> Result<(), BackendError> {
+        unreachable!()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_gate_fails_fast_at_the_gate_timeout() {
+    let c = campaign(CampaignState::Open);
+    let store: Arc<dyn IssueStore> = arc(store_serving(&c));
+    let config = IssuerConfig::default().with_gate_timeout(Duration::from_millis(200));
+    let i = Issuer::new(arc(HangingGate), Some(arc(MockEventLog::new())), store.clone(), CampaignCache::new(store), config)
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let e = i.issue(&c.id, &alice()).await.unwrap_err();
+    // Virtual time: exactly the configured timeout passed, not a real-time measurement.
+    assert_eq!(started.elapsed(), Duration::from_millis(200));
+    match e {
+        Error::Backend(b) => {
+            assert_eq!((b.component, b.kind, b.operation), (Component::Gate, ErrorKind::OutcomeUnknown, "admit"));
+        }
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn refusals_from_the_gate_publish_nothing() {
+    let c = campaign(CampaignState::Open);
+    for (admission, outcome) in [
+        (Admission::SoldOut, IssueOutcome::SoldOut),
+        (Admission::AlreadyIssued, IssueOutcome::AlreadyIssued),
+        (Admission::NotOpen, IssueOutcome::NotOpen),
+        (Admission::Closed, IssueOutcome::Closed),
+    ] {
+        let mut gate = MockIssueGate::new();
+        gate.expect_admit().times(1).returning(move |_, _, _| Ok(admission));
+        let mut log = MockEventLog::new();
+        log.expect_publish().never();
+        let i = issuer(gate, Some(log), store_serving(&c), AckMode::AfterLog);
+        assert_eq!(i.issue(&c.id, &alice()).await.unwrap(), outcome);
+    }
+}
+
+#[tokio::test]
+async fn the_campaign_check_answers_without_the_gate() {
+    let open = campaign(CampaignState::Open);
+    let cases = [
+        (campaign(CampaignState::Draft), None, IssueOutcome::NotOpen),
+        (campaign(CampaignState::Closed), None, IssueOutcome::Closed),
+        (open.clone(), Some(open.issue_starts_at - chrono::Duration::seconds(1)), IssueOutcome::NotOpen),
+        (open.clone(), Some(open.issue_ends_at), IssueOutcome::Closed),
+    ];
+    for (c, at, outcome) in cases {
+        let mut gate = MockIssueGate::new();
+        gate.expect_admit().never();
+        let i = issuer(gate, Some(MockEventLog::new()), store_serving(&c), AckMode::AfterLog);
+        let at = at.unwrap_or_else(crate::domain::timestamp_now);
+        assert_eq!(i.issue_at(&c.id, &alice(), at).await.unwrap(), outcome);
+    }
+    let mut store = MockIssueStore::new();
+    store.expect_campaign().times(1).returning(|_| Ok(None));
+    let mut gate = MockIssueGate::new();
+    gate.expect_admit().never();
+    let i = issuer(gate, Some(MockEventLog::new()), store, AckMode::AfterLog);
+    let missing = CampaignId::new();
+    assert_eq!(i.issue(&missing, &alice()).await.unwrap(), IssueOutcome::CampaignNotFound);
+    assert_eq!(i.issue(&missing, &alice()).await.unwrap(), IssueOutcome::CampaignNotFound, "negative answer cached");
+}
+
+#[tokio::test]
+async fn store_unreachable_while_loading_the_campaign_is_a_store_error() {
+    let mut store = MockIssueStore::new();
+    store.expect_campaign().returning(|_| Err(err(Component::Store, ErrorKind::Unavailable)));
+    let mut gate = MockIssueGate::new();
+    gate.expect_admit().never();
+    let i = issuer(gate, Some(MockEventLog::new()), store, AckMode::AfterLog);
+    let e = i.issue(&CampaignId::new(), &alice()).await.unwrap_err();
+    assert!(matches!(&e, Error::Backend(b) if b.component == Component::Store), "{e}");
+}
+
+#[tokio::test]
+async fn after_gate_answers_first_and_releases_if_the_background_publish_fails() {
+    let c = campaign(CampaignState::Open);
+    let mut gate = gate_admitting(1);
+    gate.expect_release().times(1).returning(|_, _| Ok(true));
+    let log = log_publishing(|| Err(err(Component::Log, ErrorKind::Unavailable)));
+    let i = issuer(gate, Some(log), store_serving(&c), AckMode::AfterGate);
+    assert!(matches!(i.issue(&c.id, &alice()).await.unwrap(), IssueOutcome::Issued(_)));
+    i.flush().await; // the mock's `times(1)` is checked when it drops
+}
+
+#[tokio::test]
+async fn after_store_records_then_settles() {
+    let c = campaign(CampaignState::Open);
+    let mut gate = gate_admitting(1);
+    gate.expect_settle().times(1).returning(|_, keys| Ok(keys.len() as u64));
+    let mut store = store_serving(&c);
+    store.expect_record().times(1).returning(|events| Ok(vec![RecordOutcome::Stored; events.len()]));
+    let i = issuer(gate, None, store, AckMode::AfterStore);
+    assert!(matches!(i.issue(&c.id, &alice()).await.unwrap(), IssueOutcome::Issued(_)));
+}
+
+#[tokio::test]
+async fn after_store_rejection_releases() {
+    let c = campaign(CampaignState::Open);
+    let mut gate = gate_admitting(1);
+    gate.expect_release().times(1).returning(|_, _| Ok(true));
+    gate.expect_settle().never();
+    let mut store = store_serving(&c);
+    store.expect_record().times(1).returning(|_| {
+        Ok(vec![RecordOutcome::Rejected { reason: crate::domain::RejectReason::OutsideWindow }])
+    });
+    let i = issuer(gate, None, store, AckMode::AfterStore);
+    let e = i.issue(&c.id, &alice()).await.unwrap_err();
+    assert!(matches!(&e, Error::Backend(b) if b.kind == ErrorKind::Rejected), "{e}");
+}
+
+#[test]
+fn log_modes_need_a_log() {
+    let store: Arc<dyn IssueStore> = arc(MockIssueStore::new());
+    let made = Issuer::new(arc(MockIssueGate::new()), None, store.clone(), CampaignCache::new(store), IssuerConfig::default());
+    assert!(matches!(made, Err(Error::Validation(_))));
+    assert_eq!("after-gate".parse::<AckMode>().unwrap(), AckMode::AfterGate);
+    assert!("sometime".parse::<AckMode>().is_err());
+}

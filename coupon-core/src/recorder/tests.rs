@@ -1,0 +1,215 @@
+//! Every branch of the cold path, with mocked backends.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use mockall::Sequence;
+
+use super::*;
+use crate::domain::{CampaignState, RejectReason};
+use crate::error::{Component, ErrorKind};
+use crate::gate::MockIssueGate;
+use crate::log::{CommitHandle, MockEventSource};
+use crate::store::MockIssueStore;
+use crate::test_support::*;
+
+fn records(events: &[IssueEvent]) -> Vec<LogRecord> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| LogRecord {
+            payload: e.encode(),
+            partition: 0,
+            offset: i as i64,
+            published_at: None,
+            headers: Vec::new(),
+        })
+        .collect()
+}
+
+fn events(n: usize) -> Vec<IssueEvent> {
+    let c = campaign(CampaignState::Open);
+    (0..n)
+        .map(|i| IssueEvent::new(&c, UserId::new(format!("u{i}")).unwrap(), 1, c.created_at))
+        .collect()
+}
+
+/// A source that yields `records` once, then nothing.
+fn source_once(records: Vec<LogRecord>, seq: &mut Sequence) -> MockEventSource {
+    let mut source = MockEventSource::new();
+    let batch = Batch {
+        commit: CommitHandle::covering(&records),
+        records,
+    };
+    source.expect_next_batch().times(1).in_sequence(seq).return_once(move |_, _| Ok(batch));
+    source
+}
+
+fn config() -> RecorderConfig {
+    RecorderConfig::default().with_max_attempts(3)
+}
+
+use crate::domain::UserId;
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_store_is_retried_until_back_without_commit_or_dead_letter() {
+    let sent = events(4);
+    let mut seq = Sequence::new();
+    let mut source = source_once(records(&sent), &mut seq);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut store = MockIssueStore::new();
+    store.expect_backend().return_const("mock");
+    let c = calls.clone();
+    store.expect_record().times(6).in_sequence(&mut seq).returning(move |events| {
+        if c.fetch_add(1, Ordering::SeqCst) < 5 {
+            Err(err(Component::Store, ErrorKind::Unavailable))
+        } else {
+            Ok(vec![RecordOutcome::Stored; events.len()])
+        }
+    });
+    source.expect_dead_letter().never();
+    source.expect_commit().times(1).in_sequence(&mut seq).returning(|_| Ok(()));
+    let mut recorder = Recorder::new(Box::new(source), arc(store), config());
+    let started = tokio::time::Instant::now();
+    let report = recorder.run_once().await;
+    assert_eq!((report.stored, report.store_retries, report.dead_lettered), (4, 5, 0));
+    // Backoff doubles: 50 + 100 + 200 + 400 + 800 ms of (virtual) waiting.
+    assert_eq!(started.elapsed(), Duration::from_millis(1_550));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_the_store_rejects_is_dead_lettered_after_n_attempts_while_the_rest_is_stored() {
+    let sent = events(3);
+    let poison = sent[1].event_id;
+    let mut seq = Sequence::new();
+    let mut source = source_once(records(&sent), &mut seq);
+    let mut store = MockIssueStore::new();
+    let seen: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let s = seen.clone();
+    store.expect_record().times(3).returning(move |events| {
+        s.lock().unwrap().push(events.len());
+        Ok(events
+            .iter()
+            .map(|e| {
+                if e.event_id == poison {
+                    RecordOutcome::Rejected { reason: RejectReason::NthOutOfRange }
+                } else {
+                    RecordOutcome::Stored
+                }
+            })
+            .collect())
+    });
+    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
+    let l = letters.clone();
+    source.expect_dead_letter().times(1).in_sequence(&mut seq).returning(move |letter| {
+        l.lock().unwrap().push(letter.clone());
+        Ok(())
+    });
+    source.expect_commit().times(1).in_sequence(&mut seq).returning(|_| Ok(()));
+    let mut recorder = Recorder::new(Box::new(source), arc(store), config());
+    let report = recorder.run_once().await;
+    assert_eq!((report.stored, report.dead_lettered), (2, 1));
+    assert_eq!(*seen.lock().unwrap(), vec![3, 1, 1], "the rejected event alone is retried");
+    let letters = letters.lock().unwrap();
+    assert_eq!(letters[0].attempts, 3);
+    assert_eq!(letters[0].record.offset, 1);
+    assert!(letters[0].error.contains("nth"), "{}", letters[0].error);
+}
+
+#[tokio::test]
+async fn an_undecodable_record_is_dead_lettered_at_once_and_the_rest_flow_on() {
+    let sent = events(2);
+    let mut recs = records(&sent);
+    recs.push(LogRecord {
+        payload: b"{\"version\": 99}".to_vec(),
+        partition: 0,
+        offset: 2,
+        published_at: None,
+        headers: Vec::new(),
+    });
+    let mut seq = Sequence::new();
+    let mut source = source_once(recs, &mut seq);
+    source
+        .expect_dead_letter()
+        .withf(|l| l.record.offset == 2 && l.attempts == 1 && l.error.contains("version 99"))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    let mut store = MockIssueStore::new();
+    store.expect_record().times(1).in_sequence(&mut seq).returning(|e| Ok(vec![RecordOutcome::Stored; e.len()]));
+    source
+        .expect_commit()
+        .withf(|h| h.positions == vec![(0, 3)])
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    let mut recorder = Recorder::new(Box::new(source), arc(store), config());
+    let report = recorder.run_once().await;
+    assert_eq!((report.received, report.stored, report.dead_lettered), (3, 2, 1));
+}
+
+#[tokio::test]
+async fn a_redelivered_batch_duplicates_nothing_and_still_settles_and_commits() {
+    let sent = events(3);
+    let mut seq = Sequence::new();
+    let mut source = source_once(records(&sent), &mut seq);
+    let mut store = MockIssueStore::new();
+    store.expect_record().times(1).in_sequence(&mut seq).returning(|e| Ok(vec![RecordOutcome::Duplicate; e.len()]));
+    let mut gate = MockIssueGate::new();
+    gate.expect_settle()
+        .withf(|_, keys| keys.len() == 3)
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(0));
+    source.expect_commit().times(1).in_sequence(&mut seq).returning(|_| Ok(()));
+    struct Count(AtomicUsize);
+    impl RecordObserver for Count {
+        fn stored(&self, events: &[IssueEvent]) {
+            self.0.fetch_add(events.len(), Ordering::SeqCst);
+        }
+    }
+    let observer = Arc::new(Count(AtomicUsize::new(0)));
+    let mut recorder =
+        Recorder::new(Box::new(source), arc(store), config()).with_gate(arc(gate)).with_observer(observer.clone());
+    let report = recorder.run_once().await;
+    assert_eq!((report.stored, report.duplicates), (0, 3));
+    assert_eq!(observer.0.load(Ordering::SeqCst), 0, "nothing newly stored, nobody notified");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_dead_letter_side_is_retried_before_the_commit() {
+    let mut seq = Sequence::new();
+    let poison = LogRecord {
+        payload: b"garbage".to_vec(),
+        partition: 0,
+        offset: 0,
+        published_at: None,
+        headers: Vec::new(),
+    };
+    let mut source = source_once(vec![poison], &mut seq);
+    let tries = Arc::new(AtomicUsize::new(0));
+    let t = tries.clone();
+    source.expect_dead_letter().times(3).in_sequence(&mut seq).returning(move |_| {
+        if t.fetch_add(1, Ordering::SeqCst) < 2 {
+            Err(err(Component::Log, ErrorKind::Unavailable))
+        } else {
+            Ok(())
+        }
+    });
+    source.expect_commit().times(1).in_sequence(&mut seq).returning(|_| Ok(()));
+    let mut store = MockIssueStore::new();
+    store.expect_record().never();
+    let mut recorder = Recorder::new(Box::new(source), arc(store), config());
+    assert_eq!(recorder.run_once().await.dead_lettered, 1);
+}
+
+#[tokio::test]
+async fn an_empty_poll_commits_nothing() {
+    let mut source = MockEventSource::new();
+    source.expect_next_batch().times(1).returning(|_, _| Ok(Batch::default()));
+    source.expect_commit().never();
+    let mut store = MockIssueStore::new();
+    store.expect_record().never();
+    let mut recorder = Recorder::new(Box::new(source), arc(store), config());
+    assert_eq!(recorder.run_once().await, BatchReport::default());
+}
