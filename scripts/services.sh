@@ -98,6 +98,13 @@ pid_alive_matching() { # pid_alive_matching <pidfile> <cmdline-substring>
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$pattern"
 }
 
+pid_running() { # true if the pid exists and is not a zombie (PID 1 may reap slowly in containers)
+  [[ -r /proc/$1/stat ]] || return 1
+  local stat; stat=$(<"/proc/$1/stat") || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
+}
+
 stop_pidfile() { # stop_pidfile <name> <pidfile> <cmdline-substring>
   local name=$1 pidfile=$2 pattern=$3 pid
   if ! pid_alive_matching "$pidfile" "$pattern"; then
@@ -109,7 +116,7 @@ stop_pidfile() { # stop_pidfile <name> <pidfile> <cmdline-substring>
   log "$name: stopping pid $pid"
   kill -TERM "$pid" 2>/dev/null || true
   local deadline=$((SECONDS + 15))
-  while kill -0 "$pid" 2>/dev/null; do
+  while pid_running "$pid"; do
     if ((SECONDS >= deadline)); then
       log "$name: pid $pid did not exit after 15s, sending SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true

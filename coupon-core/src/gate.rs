@@ -67,11 +67,7 @@ pub trait IssueGate: Send + Sync + 'static {
 
     /// Admits many requests in order, as if [`IssueGate::admit`] were called for each
     /// in turn; one result per request. Backends answer this with one call where they can.
-    async fn admit_many(
-        &self,
-        requests: &[AdmitRequest],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Admission>, BackendError>;
+    async fn admit_many(&self, requests: &[AdmitRequest], now: DateTime<Utc>) -> Result<Vec<Admission>, BackendError>;
 
     /// Compensates one admission that was not acknowledged: if `key` is still in the
     /// ledger, removes it, returns its stock and lowers the user's holding. Returns
@@ -99,11 +95,7 @@ pub trait IssueGate: Send + Sync + 'static {
     /// the gate holds fewer of is raised, taking the difference from the stock.
     /// If the gate does not hold the campaign at all, it is created with stock
     /// `total - sum(nth)`. Never returns stock, so it is safe while traffic flows.
-    async fn restore(
-        &self,
-        campaign: &GateCampaign,
-        holders: &[(UserId, u32)],
-    ) -> Result<RestoreReport, BackendError>;
+    async fn restore(&self, campaign: &GateCampaign, holders: &[(UserId, u32)]) -> Result<RestoreReport, BackendError>;
 
     /// Forgets the campaign (stock, holders, ledger). Afterwards admissions answer
     /// [`Admission::NotOpen`].

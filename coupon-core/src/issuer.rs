@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use tokio_util::task::TaskTracker;
 
 use crate::cache::CampaignCache;
-use crate::domain::{timestamp_now, Admission, CampaignId, CampaignState, Coupon, IssueEvent, IssueOutcome, RecordOutcome, UserId};
+use crate::domain::{
+    Admission, CampaignId, CampaignState, Coupon, IssueEvent, IssueOutcome, RecordOutcome, UserId, timestamp_now,
+};
 use crate::error::{BackendError, Component, Error, ErrorKind};
 use crate::gate::IssueGate;
 use crate::log::EventLog;
@@ -194,7 +196,13 @@ impl Issuer {
             Ok(result) => result?,
             Err(_) => {
                 // The script may have run: the ledger entry, if any, is the reconciler's to release.
-                return Err(BackendError::timeout(Component::Gate, self.gate.backend(), "admit", self.config.gate_timeout).into());
+                return Err(BackendError::timeout(
+                    Component::Gate,
+                    self.gate.backend(),
+                    "admit",
+                    self.config.gate_timeout,
+                )
+                .into());
             }
         };
         let nth = match admission {
@@ -210,7 +218,8 @@ impl Issuer {
         match self.config.ack {
             AckMode::AfterLog => {
                 let log = self.log.as_ref().expect("checked in Issuer::new");
-                self.acknowledge(Component::Log, log.backend(), "publish", &event, log.publish(&event)).await?;
+                self.acknowledge(Component::Log, log.backend(), "publish", &event, log.publish(&event))
+                    .await?;
             }
             AckMode::AfterStore => {
                 let store = self.store.clone();
@@ -234,7 +243,8 @@ impl Issuer {
                         )),
                     }
                 };
-                self.acknowledge(Component::Store, self.store.backend(), "record", &event, write).await?;
+                self.acknowledge(Component::Store, self.store.backend(), "record", &event, write)
+                    .await?;
                 // Stored: the ledger entry is done. If this fails the reconciler settles it later.
                 if let Err(e) = self.gate.settle(campaign_id, &[event.reservation_key()]).await {
                     tracing::warn!(error = %e, "could not settle a stored reservation; the reconciler will");
@@ -273,7 +283,12 @@ impl Issuer {
     ) -> Result<(), BackendError> {
         let result = match tokio::time::timeout(self.config.ack_timeout, write).await {
             Ok(r) => r,
-            Err(_) => Err(BackendError::timeout(component, backend, operation, self.config.ack_timeout)),
+            Err(_) => Err(BackendError::timeout(
+                component,
+                backend,
+                operation,
+                self.config.ack_timeout,
+            )),
         };
         if let Err(e) = &result {
             if e.kind.certainly_not_applied() {
@@ -296,7 +311,9 @@ impl Issuer {
 async fn release(gate: &dyn IssueGate, event: &IssueEvent) {
     match gate.release(&event.campaign_id, &event.reservation_key()).await {
         Ok(_) => {}
-        Err(e) => tracing::error!(error = %e, coupon = %event.coupon_id, "could not release a reservation; the reconciler will"),
+        Err(e) => {
+            tracing::error!(error = %e, coupon = %event.coupon_id, "could not release a reservation; the reconciler will")
+        }
     }
 }
 

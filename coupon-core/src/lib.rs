@@ -86,3 +86,8 @@ pub use gate::MockIssueGate;
 pub use log::{MockEventLog, MockEventSource};
 #[cfg(any(test, feature = "mock"))]
 pub use store::MockIssueStore;
+
+// The README's example is compiled and run as a doc test.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

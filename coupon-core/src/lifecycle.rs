@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::cache::CampaignCache;
-use crate::domain::{timestamp_now, Campaign, CampaignCounts, CampaignId, CampaignState, NewCampaign};
+use crate::domain::{Campaign, CampaignCounts, CampaignId, CampaignState, NewCampaign, timestamp_now};
 use crate::error::Error;
 use crate::gate::IssueGate;
 use crate::reconciler::{Reconciler, SyncReport};

@@ -114,7 +114,12 @@ impl Reconciler {
             report.examined += entries.len() as u64;
             let keys: Vec<_> = entries.iter().map(|e| e.key.clone()).collect();
             let stored = self.store.stored_keys(campaign_id, &keys).await?;
-            let settled: Vec<_> = keys.iter().zip(&stored).filter(|(_, s)| **s).map(|(k, _)| k.clone()).collect();
+            let settled: Vec<_> = keys
+                .iter()
+                .zip(&stored)
+                .filter(|(_, s)| **s)
+                .map(|(k, _)| k.clone())
+                .collect();
             if !settled.is_empty() {
                 self.gate.settle(campaign_id, &settled).await?;
                 report.settled += settled.len() as u64;
@@ -148,7 +153,10 @@ impl Reconciler {
         if campaign.state != CampaignState::Open {
             return Err(Error::SyncRefused {
                 id: campaign.id,
-                reason: format!("the campaign is {}, only an open campaign has a gate to sync", campaign.state),
+                reason: format!(
+                    "the campaign is {}, only an open campaign has a gate to sync",
+                    campaign.state
+                ),
             });
         }
         if self.gate.counts(&campaign.id).await?.is_none()

@@ -177,7 +177,11 @@ impl Recorder {
     pub async fn run_once(&mut self) -> BatchReport {
         let mut backoff = Backoff::new(&self.config);
         let batch = loop {
-            match self.source.next_batch(self.config.max_batch, self.config.batch_wait).await {
+            match self
+                .source
+                .next_batch(self.config.max_batch, self.config.batch_wait)
+                .await
+            {
                 Ok(batch) => break batch,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the event log failed; retrying");
@@ -230,7 +234,11 @@ impl Recorder {
             let outcomes = match self.store.record(&events).await {
                 Ok(outcomes) if outcomes.len() == events.len() => outcomes,
                 Ok(outcomes) => {
-                    tracing::error!(expected = events.len(), got = outcomes.len(), "store answered the wrong number of outcomes; retrying");
+                    tracing::error!(
+                        expected = events.len(),
+                        got = outcomes.len(),
+                        "store answered the wrong number of outcomes; retrying"
+                    );
                     report.store_retries += 1;
                     backoff.wait().await;
                     continue;
@@ -272,7 +280,8 @@ impl Recorder {
             }
             if attempt >= self.config.max_attempts {
                 for (record, _, reason) in &rejected {
-                    self.dead_letter(record, &format!("rejected by the store: {reason}"), attempt).await;
+                    self.dead_letter(record, &format!("rejected by the store: {reason}"), attempt)
+                        .await;
                     report.dead_lettered += 1;
                 }
                 break;
@@ -310,7 +319,12 @@ impl Recorder {
             log_dead_letter_failure(&e);
             backoff.wait().await;
         }
-        tracing::warn!(partition = record.partition, offset = record.offset, error, "record dead-lettered");
+        tracing::warn!(
+            partition = record.partition,
+            offset = record.offset,
+            error,
+            "record dead-lettered"
+        );
     }
 }
 

@@ -30,7 +30,8 @@ pub trait IssueStore: Send + Sync + 'static {
     /// ([`CampaignState::can_become`]), atomically. Returns the campaign as it is
     /// afterwards (its state differs from `state` if the move was refused), or `None`
     /// if there is no such campaign.
-    async fn set_campaign_state(&self, id: &CampaignId, state: CampaignState) -> Result<Option<Campaign>, BackendError>;
+    async fn set_campaign_state(&self, id: &CampaignId, state: CampaignState)
+    -> Result<Option<Campaign>, BackendError>;
 
     /// Records issue events idempotently: one outcome per event, in order. Replaying
     /// events changes nothing (they come back [`RecordOutcome::Duplicate`]); invalid

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use chrono::Duration;
 
-use crate::domain::{timestamp_now, Campaign, CampaignState, NewCampaign, UserId};
+use crate::domain::{Campaign, CampaignState, NewCampaign, UserId, timestamp_now};
 use crate::error::{BackendError, Component, ErrorKind};
 use crate::store::MockIssueStore;
 

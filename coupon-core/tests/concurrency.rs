@@ -6,8 +6,8 @@
 //! and 40 admissions "crash" between gate and publish (the reconciler must release them).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,7 +39,13 @@ impl EventLog for FlakyLog {
     }
     async fn publish(&self, event: &IssueEvent) -> Result<(), BackendError> {
         if self.count.fetch_add(1, Ordering::Relaxed) % self.fail_every == self.fail_every - 1 {
-            return Err(BackendError::new(Component::Log, "flaky-memory", "publish", ErrorKind::Unavailable, "injected"));
+            return Err(BackendError::new(
+                Component::Log,
+                "flaky-memory",
+                "publish",
+                ErrorKind::Unavailable,
+                "injected",
+            ));
         }
         self.inner.publish(event).await
     }
@@ -69,16 +75,32 @@ struct Tally {
 async fn flash_sale_on_memory_backends_keeps_every_invariant() {
     let gate = Arc::new(MemoryGate::new());
     let memory_log = MemoryLog::new();
-    let log = Arc::new(FlakyLog { inner: memory_log.clone(), count: AtomicU64::new(0), fail_every: 97 });
+    let log = Arc::new(FlakyLog {
+        inner: memory_log.clone(),
+        count: AtomicU64::new(0),
+        fail_every: 97,
+    });
     let store = Arc::new(MemoryStore::new());
     let cache = CampaignCache::new(store.clone());
     let reconciler = Reconciler::new(gate.clone(), store.clone()).with_log(log.clone(), "recorders");
     let campaigns = CampaignService::new(store.clone(), gate.clone(), reconciler.clone()).with_cache(cache.clone());
-    let issuer = Issuer::new(gate.clone(), Some(log.clone()), store.clone(), cache, IssuerConfig::default()).unwrap();
+    let issuer = Issuer::new(
+        gate.clone(),
+        Some(log.clone()),
+        store.clone(),
+        cache,
+        IssuerConfig::default(),
+    )
+    .unwrap();
 
     let now = Utc::now();
     let campaign = campaigns
-        .create(NewCampaign::new("flash", STOCK, now - chrono::Duration::minutes(1), now + chrono::Duration::hours(1)))
+        .create(NewCampaign::new(
+            "flash",
+            STOCK,
+            now - chrono::Duration::minutes(1),
+            now + chrono::Duration::hours(1),
+        ))
         .await
         .unwrap();
     campaigns.open(&campaign.id).await.unwrap();
@@ -102,7 +124,10 @@ async fn flash_sale_on_memory_backends_keeps_every_invariant() {
     for i in 0..CRASHED {
         let user = UserId::new(format!("crashed-{i}")).unwrap();
         let at = coupon_core::timestamp_now();
-        assert!(matches!(gate.admit(&campaign.id, &user, at).await.unwrap(), Admission::Admitted { .. }));
+        assert!(matches!(
+            gate.admit(&campaign.id, &user, at).await.unwrap(),
+            Admission::Admitted { .. }
+        ));
         crashed.push(user);
     }
 
@@ -121,7 +146,10 @@ async fn flash_sale_on_memory_backends_keeps_every_invariant() {
                         Ok(IssueOutcome::SoldOut) => tally.sold_out += 1,
                         Ok(other) => panic!("unexpected {other:?}"),
                         Err(e) => {
-                            assert!(matches!(&e, coupon_core::Error::Backend(b) if b.component == Component::Log), "{e}");
+                            assert!(
+                                matches!(&e, coupon_core::Error::Backend(b) if b.component == Component::Log),
+                                "{e}"
+                            );
                             tally.log_failures += 1;
                         }
                     }
@@ -150,7 +178,11 @@ async fn flash_sale_on_memory_backends_keeps_every_invariant() {
     // above stock everything except the crashed admissions was sold.
     let issued = tally.issued.len() as u64;
     assert!(tally.log_failures > 0, "faults were injected");
-    assert_eq!(issued, STOCK - CRASHED as u64, "failed publishes were released and re-sold");
+    assert_eq!(
+        issued,
+        STOCK - CRASHED as u64,
+        "failed publishes were released and re-sold"
+    );
 
     // I1: no over-issue, in gate and store.
     let counts = campaigns.counts(&campaign.id).await.unwrap();
@@ -171,21 +203,37 @@ async fn flash_sale_on_memory_backends_keeps_every_invariant() {
 
     // I3: every "issued" answer is exactly one stored coupon, the same one.
     for c in &tally.issued {
-        assert_eq!(store.coupon(&c.id).await.unwrap().as_ref(), Some(c), "acknowledged coupon stored as told");
+        assert_eq!(
+            store.coupon(&c.id).await.unwrap().as_ref(),
+            Some(c),
+            "acknowledged coupon stored as told"
+        );
     }
     assert_eq!(recorded.stored as u64, issued);
     assert_eq!(recorded.dead_lettered, 0);
 
     // I4 (reconciler part): the crashed admissions are released once past the grace period
     // and the log's horizon; nothing stored is touched.
-    assert_eq!(counts.pending, Some(CRASHED as u64), "only the crashed admissions are unsettled");
+    assert_eq!(
+        counts.pending,
+        Some(CRASHED as u64),
+        "only the crashed admissions are unsettled"
+    );
     let later = coupon_core::timestamp_now() + chrono::Duration::seconds(61);
     let report = reconciler.reconcile(&campaign.id, later).await.unwrap();
     assert_eq!((report.released, report.kept, report.settled), (CRASHED as u64, 0, 0));
     let after = campaigns.counts(&campaign.id).await.unwrap();
-    assert_eq!(after.remaining, Some(CRASHED as u64), "crashed stock is back in the pool");
+    assert_eq!(
+        after.remaining,
+        Some(CRASHED as u64),
+        "crashed stock is back in the pool"
+    );
     assert_eq!(after.pending, Some(0));
-    assert_eq!(after.stored + after.remaining.unwrap(), STOCK, "no stock lost, none invented");
+    assert_eq!(
+        after.stored + after.remaining.unwrap(),
+        STOCK,
+        "no stock lost, none invented"
+    );
     for user in &crashed {
         assert_eq!(gate.holding(&campaign.id, user).await.unwrap(), 0);
     }

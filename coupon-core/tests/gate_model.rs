@@ -46,7 +46,10 @@ impl Model {
             self.remaining -= 1;
             self.held.insert(u, held + 1);
             self.ledger.insert((u, held + 1), ());
-            Admission::Admitted { nth: held + 1, remaining: self.remaining }
+            Admission::Admitted {
+                nth: held + 1,
+                remaining: self.remaining,
+            }
         }
     }
 

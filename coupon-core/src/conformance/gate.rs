@@ -25,7 +25,10 @@ pub async fn admits_until_sold_out(gate: Arc<dyn IssueGate>) {
         let (nth, remaining) = admitted(gate.admit(&c.id, &user(&c.id, i), now).await.unwrap());
         assert_eq!((nth, remaining), (1, 2 - i as u64));
     }
-    assert_eq!(gate.admit(&c.id, &user(&c.id, 3), now).await.unwrap(), Admission::SoldOut);
+    assert_eq!(
+        gate.admit(&c.id, &user(&c.id, 3), now).await.unwrap(),
+        Admission::SoldOut
+    );
     let counts = gate.counts(&c.id).await.unwrap().unwrap();
     assert_eq!((counts.remaining, counts.pending), (0, 3));
 }
@@ -65,7 +68,11 @@ pub async fn window_and_unknown_campaign(gate: Arc<dyn IssueGate>) {
     let unknown = open_campaign(1, 1);
     assert_eq!(gate.admit(&unknown.id, &u, now_ms()).await.unwrap(), Admission::NotOpen);
     assert_eq!(gate.counts(&unknown.id).await.unwrap(), None);
-    assert_eq!(gate.counts(&c.id).await.unwrap().unwrap().remaining, 10, "refusals cost no stock");
+    assert_eq!(
+        gate.counts(&c.id).await.unwrap().unwrap().remaining,
+        10,
+        "refusals cost no stock"
+    );
 }
 
 /// Opening again never resets the stock or the holders.
@@ -85,16 +92,29 @@ pub async fn release_returns_stock_once(gate: Arc<dyn IssueGate>) {
     gate.open(&c.gate_spec()).await.unwrap();
     let u = user(&c.id, 0);
     admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap());
-    let key = ReservationKey { user_id: u.clone(), nth: 1 };
+    let key = ReservationKey {
+        user_id: u.clone(),
+        nth: 1,
+    };
     assert!(gate.release(&c.id, &key).await.unwrap());
-    assert!(!gate.release(&c.id, &key).await.unwrap(), "a second release changes nothing");
+    assert!(
+        !gate.release(&c.id, &key).await.unwrap(),
+        "a second release changes nothing"
+    );
     let counts = gate.counts(&c.id).await.unwrap().unwrap();
     assert_eq!((counts.remaining, counts.pending), (1, 0));
     assert_eq!(gate.holding(&c.id, &u).await.unwrap(), 0);
-    let stranger = ReservationKey { user_id: user(&c.id, 9), nth: 1 };
+    let stranger = ReservationKey {
+        user_id: user(&c.id, 9),
+        nth: 1,
+    };
     assert!(!gate.release(&c.id, &stranger).await.unwrap());
     assert!(!gate.release(&open_campaign(1, 1).id, &key).await.unwrap());
-    assert_eq!(admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap()).0, 1, "the user may try again");
+    assert_eq!(
+        admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap()).0,
+        1,
+        "the user may try again"
+    );
 }
 
 /// Each admission is in the ledger with its time until settled.
@@ -103,22 +123,49 @@ pub async fn ledger_records_admissions_and_settle_clears_them(gate: Arc<dyn Issu
     gate.open(&c.gate_spec()).await.unwrap();
     let t0 = now_ms();
     for i in 0..4 {
-        admitted(gate.admit(&c.id, &user(&c.id, i), t0 + Duration::milliseconds(i as i64)).await.unwrap());
+        admitted(
+            gate.admit(&c.id, &user(&c.id, i), t0 + Duration::milliseconds(i as i64))
+                .await
+                .unwrap(),
+        );
     }
     let all = gate.reservations(&c.id, t0 + Duration::seconds(1), 100).await.unwrap();
     assert_eq!(all.len(), 4);
     for (i, r) in all.iter().enumerate() {
-        assert_eq!(r.key, ReservationKey { user_id: user(&c.id, i), nth: 1 }, "oldest first");
+        assert_eq!(
+            r.key,
+            ReservationKey {
+                user_id: user(&c.id, i),
+                nth: 1
+            },
+            "oldest first"
+        );
         assert_eq!(r.admitted_at, t0 + Duration::milliseconds(i as i64));
     }
-    let older = gate.reservations(&c.id, t0 + Duration::milliseconds(2), 100).await.unwrap();
+    let older = gate
+        .reservations(&c.id, t0 + Duration::milliseconds(2), 100)
+        .await
+        .unwrap();
     assert_eq!(older.len(), 2, "only entries admitted before the bound");
-    assert_eq!(gate.reservations(&c.id, t0 + Duration::seconds(1), 3).await.unwrap().len(), 3, "limit");
-    let settled = gate.settle(&c.id, &[all[0].key.clone(), all[1].key.clone()]).await.unwrap();
+    assert_eq!(
+        gate.reservations(&c.id, t0 + Duration::seconds(1), 3)
+            .await
+            .unwrap()
+            .len(),
+        3,
+        "limit"
+    );
+    let settled = gate
+        .settle(&c.id, &[all[0].key.clone(), all[1].key.clone()])
+        .await
+        .unwrap();
     assert_eq!(settled, 2);
     assert_eq!(gate.settle(&c.id, &[all[0].key.clone()]).await.unwrap(), 0);
     let left = gate.reservations(&c.id, t0 + Duration::seconds(1), 100).await.unwrap();
-    assert_eq!(left.iter().map(|r| r.key.clone()).collect::<Vec<_>>(), vec![all[2].key.clone(), all[3].key.clone()]);
+    assert_eq!(
+        left.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
+        vec![all[2].key.clone(), all[3].key.clone()]
+    );
     assert_eq!(gate.counts(&c.id).await.unwrap().unwrap().pending, 2);
 }
 
@@ -128,7 +175,10 @@ pub async fn settled_entries_are_never_released(gate: Arc<dyn IssueGate>) {
     gate.open(&c.gate_spec()).await.unwrap();
     let u = user(&c.id, 0);
     admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap());
-    let key = ReservationKey { user_id: u.clone(), nth: 1 };
+    let key = ReservationKey {
+        user_id: u.clone(),
+        nth: 1,
+    };
     gate.settle(&c.id, std::slice::from_ref(&key)).await.unwrap();
     assert!(!gate.release(&c.id, &key).await.unwrap());
     assert_eq!(gate.counts(&c.id).await.unwrap().unwrap().remaining, 0);
@@ -142,9 +192,19 @@ pub async fn restore_rebuilds_a_lost_campaign(gate: Arc<dyn IssueGate>) {
     let report = gate.restore(&c.gate_spec(), &holders).await.unwrap();
     assert!(report.created);
     assert_eq!((report.users_restored, report.stock_taken, report.remaining), (2, 3, 7));
-    assert_eq!(gate.admit(&c.id, &user(&c.id, 0), now_ms()).await.unwrap(), Admission::AlreadyIssued);
-    assert_eq!(admitted(gate.admit(&c.id, &user(&c.id, 1), now_ms()).await.unwrap()), (2, 6));
-    assert_eq!(gate.counts(&c.id).await.unwrap().unwrap().pending, 1, "restored holdings are not pending");
+    assert_eq!(
+        gate.admit(&c.id, &user(&c.id, 0), now_ms()).await.unwrap(),
+        Admission::AlreadyIssued
+    );
+    assert_eq!(
+        admitted(gate.admit(&c.id, &user(&c.id, 1), now_ms()).await.unwrap()),
+        (2, 6)
+    );
+    assert_eq!(
+        gate.counts(&c.id).await.unwrap().unwrap().pending,
+        1,
+        "restored holdings are not pending"
+    );
 }
 
 /// On a campaign the gate holds, restore only adds what it forgot, once.
@@ -159,7 +219,10 @@ pub async fn restore_only_adds(gate: Arc<dyn IssueGate>) {
     assert_eq!((report.users_restored, report.stock_taken, report.remaining), (1, 1, 8));
     let again = gate.restore(&c.gate_spec(), &holders).await.unwrap();
     assert_eq!((again.users_restored, again.stock_taken, again.remaining), (0, 0, 8));
-    assert_eq!(gate.admit(&c.id, &forgotten, now_ms()).await.unwrap(), Admission::AlreadyIssued);
+    assert_eq!(
+        gate.admit(&c.id, &forgotten, now_ms()).await.unwrap(),
+        Admission::AlreadyIssued
+    );
 }
 
 /// Close forgets everything; the campaign then answers not open.
@@ -170,8 +233,16 @@ pub async fn close_forgets_the_campaign(gate: Arc<dyn IssueGate>) {
     gate.close(&c.id).await.unwrap();
     assert_eq!(gate.counts(&c.id).await.unwrap(), None);
     assert_eq!(gate.holding(&c.id, &user(&c.id, 0)).await.unwrap(), 0);
-    assert!(gate.reservations(&c.id, now_ms() + Duration::days(1), 10).await.unwrap().is_empty());
-    assert_eq!(gate.admit(&c.id, &user(&c.id, 1), now_ms()).await.unwrap(), Admission::NotOpen);
+    assert!(
+        gate.reservations(&c.id, now_ms() + Duration::days(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        gate.admit(&c.id, &user(&c.id, 1), now_ms()).await.unwrap(),
+        Admission::NotOpen
+    );
     gate.close(&c.id).await.unwrap();
 }
 
@@ -180,9 +251,20 @@ pub async fn admit_many_answers_in_order(gate: Arc<dyn IssueGate>) {
     let (a, b) = (open_campaign(2, 1), open_campaign(1, 1));
     gate.open(&a.gate_spec()).await.unwrap();
     gate.open(&b.gate_spec()).await.unwrap();
-    let req = |c: &crate::domain::Campaign, i| AdmitRequest { campaign_id: c.id, user_id: user(&c.id, i) };
+    let req = |c: &crate::domain::Campaign, i| AdmitRequest {
+        campaign_id: c.id,
+        user_id: user(&c.id, i),
+    };
     let unknown = open_campaign(1, 1);
-    let requests = vec![req(&a, 0), req(&a, 0), req(&b, 0), req(&a, 1), req(&a, 2), req(&b, 1), req(&unknown, 0)];
+    let requests = vec![
+        req(&a, 0),
+        req(&a, 0),
+        req(&b, 0),
+        req(&a, 1),
+        req(&a, 2),
+        req(&b, 1),
+        req(&unknown, 0),
+    ];
     let got = gate.admit_many(&requests, now_ms()).await.unwrap();
     assert_eq!(
         got,
@@ -238,7 +320,10 @@ pub async fn campaigns_are_independent(gate: Arc<dyn IssueGate>) {
     gate.open(&b.gate_spec()).await.unwrap();
     let u = user(&a.id, 0);
     admitted(gate.admit(&a.id, &u, now_ms()).await.unwrap());
-    assert_eq!(gate.admit(&a.id, &user(&a.id, 1), now_ms()).await.unwrap(), Admission::SoldOut);
+    assert_eq!(
+        gate.admit(&a.id, &user(&a.id, 1), now_ms()).await.unwrap(),
+        Admission::SoldOut
+    );
     assert_eq!(admitted(gate.admit(&b.id, &u, now_ms()).await.unwrap()), (1, 0));
     gate.close(&a.id).await.unwrap();
     assert_eq!(gate.counts(&b.id).await.unwrap().unwrap().remaining, 0);

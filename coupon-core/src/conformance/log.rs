@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::support::{event, now_ms, open_campaign, user};
 use crate::domain::{EventId, IssueEvent};
-use crate::log::{dead_letter_headers, DeadLetter, EventLog, EventSource, LogRecord};
+use crate::log::{DeadLetter, EventLog, EventSource, LogRecord, dead_letter_headers};
 
 /// How long one poll may wait. Polls end early as soon as records arrive.
 const POLL: Duration = Duration::from_millis(500);
@@ -45,7 +45,13 @@ pub async fn read(source: &mut dyn EventSource, n: usize, commit: bool) -> Vec<L
 async fn read_more(source: &mut dyn EventSource) -> Vec<LogRecord> {
     let mut got = Vec::new();
     for _ in 0..3 {
-        got.extend(source.next_batch(100, Duration::from_millis(300)).await.unwrap().records);
+        got.extend(
+            source
+                .next_batch(100, Duration::from_millis(300))
+                .await
+                .unwrap()
+                .records,
+        );
     }
     got
 }
@@ -71,7 +77,10 @@ pub async fn publish_consume_commit(log: Arc<dyn EventLog>) {
     assert_eq!(have, want, "every event read back once and intact");
     drop(source);
     let mut again = log.subscribe(&g).await.unwrap();
-    assert!(read_more(&mut *again).await.is_empty(), "committed records are not delivered again");
+    assert!(
+        read_more(&mut *again).await.is_empty(),
+        "committed records are not delivered again"
+    );
 }
 
 /// A batch read but not committed is delivered again to the next consumer of the group.
@@ -113,7 +122,11 @@ pub async fn oldest_uncommitted_tracks_commits(log: Arc<dyn EventLog>) {
     }
     let g = group();
     let mut source = log.subscribe(&g).await.unwrap();
-    let oldest = log.oldest_uncommitted(&g).await.unwrap().expect("nothing committed yet");
+    let oldest = log
+        .oldest_uncommitted(&g)
+        .await
+        .unwrap()
+        .expect("nothing committed yet");
     assert!(oldest >= before, "publish time is recent: {oldest}");
     let got = read(&mut *source, 3, true).await;
     assert_eq!(got.len(), 3);
@@ -141,8 +154,14 @@ pub async fn dead_letters_carry_headers(log: Arc<dyn EventLog>) {
     assert_eq!(l.payload, b"not an event");
     assert_eq!(l.header(dead_letter_headers::ERROR), Some("malformed issue event"));
     assert_eq!(l.header(dead_letter_headers::ATTEMPTS), Some("3"));
-    assert_eq!(l.header(dead_letter_headers::SOURCE_OFFSET), Some(got[0].offset.to_string().as_str()));
-    assert_eq!(l.header(dead_letter_headers::SOURCE_PARTITION), Some(got[0].partition.to_string().as_str()));
+    assert_eq!(
+        l.header(dead_letter_headers::SOURCE_OFFSET),
+        Some(got[0].offset.to_string().as_str())
+    );
+    assert_eq!(
+        l.header(dead_letter_headers::SOURCE_PARTITION),
+        Some(got[0].partition.to_string().as_str())
+    );
     assert_eq!(l.header(dead_letter_headers::GROUP), Some(g.as_str()));
 }
 

@@ -35,7 +35,10 @@ pub async fn campaign_round_trip(store: Arc<dyn IssueStore>) {
 pub async fn missing_campaign_is_none(store: Arc<dyn IssueStore>) {
     let c = open_campaign(1, 1);
     assert_eq!(store.campaign(&c.id).await.unwrap(), None);
-    assert_eq!(store.set_campaign_state(&c.id, CampaignState::Open).await.unwrap(), None);
+    assert_eq!(
+        store.set_campaign_state(&c.id, CampaignState::Open).await.unwrap(),
+        None
+    );
     assert_eq!(store.coupon(&CouponId::new()).await.unwrap(), None);
     assert_eq!(store.issued_count(&c.id).await.unwrap(), 0);
 }
@@ -60,9 +63,17 @@ pub async fn campaign_state_follows_lifecycle(store: Arc<dyn IssueStore>) {
         async move { store.set_campaign_state(&c.id, s).await.unwrap().unwrap().state }
     };
     assert_eq!(set(CampaignState::Open).await, CampaignState::Open);
-    assert_eq!(set(CampaignState::Draft).await, CampaignState::Open, "refused: stays open");
+    assert_eq!(
+        set(CampaignState::Draft).await,
+        CampaignState::Open,
+        "refused: stays open"
+    );
     assert_eq!(set(CampaignState::Closed).await, CampaignState::Closed);
-    assert_eq!(set(CampaignState::Open).await, CampaignState::Closed, "refused: stays closed");
+    assert_eq!(
+        set(CampaignState::Open).await,
+        CampaignState::Closed,
+        "refused: stays closed"
+    );
 }
 
 /// Replaying a batch changes nothing.
@@ -73,7 +84,10 @@ pub async fn record_is_idempotent(store: Arc<dyn IssueStore>) {
     assert_eq!(store.record(&batch).await.unwrap(), vec![RecordOutcome::Duplicate; 10]);
     // The same (campaign, user, nth) under another coupon id is a duplicate too.
     let again = event(&c, &user(&c.id, 0), 1, now_ms());
-    assert_eq!(store.record(&[again.clone()]).await.unwrap(), vec![RecordOutcome::Duplicate]);
+    assert_eq!(
+        store.record(std::slice::from_ref(&again)).await.unwrap(),
+        vec![RecordOutcome::Duplicate]
+    );
     assert_eq!(store.coupon(&again.coupon_id).await.unwrap(), None);
     assert_eq!(store.issued_count(&c.id).await.unwrap(), 10);
     let coupon = store.coupon(&batch[3].coupon_id).await.unwrap().unwrap();
@@ -113,7 +127,11 @@ pub async fn record_rejects_invalid_events_and_keeps_the_rest(store: Arc<dyn Iss
     assert_eq!(store.issued_count(&c.id).await.unwrap(), 2);
     assert_eq!(store.issued_count(&draft.id).await.unwrap(), 0);
     for rejected in [&batch[0], &batch[2], &batch[4], &batch[5]] {
-        assert_eq!(store.coupon(&rejected.coupon_id).await.unwrap(), None, "nothing written for a rejected event");
+        assert_eq!(
+            store.coupon(&rejected.coupon_id).await.unwrap(),
+            None,
+            "nothing written for a rejected event"
+        );
     }
 }
 
@@ -156,7 +174,10 @@ pub async fn overlapping_concurrent_batches_store_once(store: Arc<dyn IssueStore
 
 /// A user's coupons across campaigns, newest first.
 pub async fn coupons_of_user_newest_first(store: Arc<dyn IssueStore>) {
-    let (a, b) = (stored_campaign(&*store, 10, 1).await, stored_campaign(&*store, 10, 1).await);
+    let (a, b) = (
+        stored_campaign(&*store, 10, 1).await,
+        stored_campaign(&*store, 10, 1).await,
+    );
     let u = user(&a.id, 0);
     let t = now_ms();
     let older = event(&a, &u, 1, t - Duration::seconds(10));
@@ -164,7 +185,10 @@ pub async fn coupons_of_user_newest_first(store: Arc<dyn IssueStore>) {
     store.record(&[older.clone(), newer.clone()]).await.unwrap();
     store.record(&[event(&a, &user(&a.id, 1), 1, t)]).await.unwrap();
     let mine = store.coupons_of_user(&u).await.unwrap();
-    assert_eq!(mine.iter().map(|c| c.id).collect::<Vec<_>>(), vec![newer.coupon_id, older.coupon_id]);
+    assert_eq!(
+        mine.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![newer.coupon_id, older.coupon_id]
+    );
     assert!(mine.iter().all(|c| c.state == CouponState::Issued && c.user_id == u));
     assert!(store.coupons_of_user(&user(&b.id, 9)).await.unwrap().is_empty());
 }
@@ -188,13 +212,31 @@ pub async fn redeem_outcomes(store: Arc<dyn IssueStore>) {
         at,
     };
     let stranger = user(&c.id, 1);
-    assert_eq!(store.redeem(&r(CouponId::new(), &u, 1, t)).await.unwrap(), RedeemOutcome::NotFound);
-    assert_eq!(store.redeem(&r(e.coupon_id, &stranger, 1, t)).await.unwrap(), RedeemOutcome::NotFound, "not the owner");
-    assert_eq!(store.redeem(&r(e.coupon_id, &u, 1, t - Duration::seconds(1))).await.unwrap(), RedeemOutcome::NotYetValid);
-    assert_eq!(store.redeem(&r(e.coupon_id, &u, 1, e.valid_until)).await.unwrap(), RedeemOutcome::Expired);
+    assert_eq!(
+        store.redeem(&r(CouponId::new(), &u, 1, t)).await.unwrap(),
+        RedeemOutcome::NotFound
+    );
+    assert_eq!(
+        store.redeem(&r(e.coupon_id, &stranger, 1, t)).await.unwrap(),
+        RedeemOutcome::NotFound,
+        "not the owner"
+    );
+    assert_eq!(
+        store
+            .redeem(&r(e.coupon_id, &u, 1, t - Duration::seconds(1)))
+            .await
+            .unwrap(),
+        RedeemOutcome::NotYetValid
+    );
+    assert_eq!(
+        store.redeem(&r(e.coupon_id, &u, 1, e.valid_until)).await.unwrap(),
+        RedeemOutcome::Expired
+    );
     assert_eq!(
         store.redeem(&r(e_min.coupon_id, &u, 9_999, t)).await.unwrap(),
-        RedeemOutcome::ConditionNotMet { min_order_amount: 10_000 }
+        RedeemOutcome::ConditionNotMet {
+            min_order_amount: 10_000
+        }
     );
     let at = t + Duration::seconds(1);
     match store.redeem(&r(e_min.coupon_id, &u, 10_000, at)).await.unwrap() {
@@ -205,10 +247,17 @@ pub async fn redeem_outcomes(store: Arc<dyn IssueStore>) {
         }
         other => panic!("expected a redemption, got {other:?}"),
     }
-    assert_eq!(store.redeem(&r(e_min.coupon_id, &u, 10_000, at)).await.unwrap(), RedeemOutcome::AlreadyRedeemed);
+    assert_eq!(
+        store.redeem(&r(e_min.coupon_id, &u, 10_000, at)).await.unwrap(),
+        RedeemOutcome::AlreadyRedeemed
+    );
     let stored = store.coupon(&e_min.coupon_id).await.unwrap().unwrap();
     assert_eq!(stored.state, CouponState::Redeemed);
-    assert_eq!(store.coupon(&e.coupon_id).await.unwrap().unwrap().state, CouponState::Issued, "failed attempts changed nothing");
+    assert_eq!(
+        store.coupon(&e.coupon_id).await.unwrap().unwrap().state,
+        CouponState::Issued,
+        "failed attempts changed nothing"
+    );
 }
 
 /// 64 concurrent redemptions of one coupon: exactly one wins, the rest are told it was used.
@@ -255,12 +304,27 @@ pub async fn holders_and_stored_keys(store: Arc<dyn IssueStore>) {
     holders.sort();
     assert_eq!(holders, vec![(a.clone(), 2), (b.clone(), 1)]);
     let keys = [
-        ReservationKey { user_id: a.clone(), nth: 2 },
-        ReservationKey { user_id: a.clone(), nth: 3 },
-        ReservationKey { user_id: b.clone(), nth: 1 },
-        ReservationKey { user_id: user(&c.id, 2), nth: 1 },
+        ReservationKey {
+            user_id: a.clone(),
+            nth: 2,
+        },
+        ReservationKey {
+            user_id: a.clone(),
+            nth: 3,
+        },
+        ReservationKey {
+            user_id: b.clone(),
+            nth: 1,
+        },
+        ReservationKey {
+            user_id: user(&c.id, 2),
+            nth: 1,
+        },
     ];
-    assert_eq!(store.stored_keys(&c.id, &keys).await.unwrap(), vec![true, false, true, false]);
+    assert_eq!(
+        store.stored_keys(&c.id, &keys).await.unwrap(),
+        vec![true, false, true, false]
+    );
     assert!(store.stored_keys(&c.id, &[]).await.unwrap().is_empty());
     assert_eq!(store.issued_count(&c.id).await.unwrap(), 3);
 }

@@ -14,10 +14,15 @@ pub fn now_ms() -> DateTime<Utc> {
 pub fn open_campaign(total_quantity: u64, per_user_limit: u32) -> Campaign {
     let now = now_ms();
     let mut c = Campaign::from_new(
-        NewCampaign::new("conformance", total_quantity, now - Duration::hours(1), now + Duration::hours(1))
-            .with_per_user_limit(per_user_limit)
-            .with_validity(Validity::DaysAfterIssue(30))
-            .with_discount("10%"),
+        NewCampaign::new(
+            "conformance",
+            total_quantity,
+            now - Duration::hours(1),
+            now + Duration::hours(1),
+        )
+        .with_per_user_limit(per_user_limit)
+        .with_validity(Validity::DaysAfterIssue(30))
+        .with_discount("10%"),
         now,
     );
     c.state = CampaignState::Open;
@@ -57,22 +62,26 @@ macro_rules! __conformance_tests {
 #[macro_export]
 macro_rules! gate_conformance {
     ($make:expr) => {
-        $crate::__conformance_tests!(gate, $make, [
-            admits_until_sold_out,
-            one_coupon_per_user,
-            per_user_limit_above_one,
-            window_and_unknown_campaign,
-            open_is_idempotent,
-            release_returns_stock_once,
-            ledger_records_admissions_and_settle_clears_them,
-            settled_entries_are_never_released,
-            restore_rebuilds_a_lost_campaign,
-            restore_only_adds,
-            close_forgets_the_campaign,
-            admit_many_answers_in_order,
-            concurrent_admissions_never_oversell,
-            campaigns_are_independent,
-        ]);
+        $crate::__conformance_tests!(
+            gate,
+            $make,
+            [
+                admits_until_sold_out,
+                one_coupon_per_user,
+                per_user_limit_above_one,
+                window_and_unknown_campaign,
+                open_is_idempotent,
+                release_returns_stock_once,
+                ledger_records_admissions_and_settle_clears_them,
+                settled_entries_are_never_released,
+                restore_rebuilds_a_lost_campaign,
+                restore_only_adds,
+                close_forgets_the_campaign,
+                admit_many_answers_in_order,
+                concurrent_admissions_never_oversell,
+                campaigns_are_independent,
+            ]
+        );
     };
 }
 
@@ -81,15 +90,19 @@ macro_rules! gate_conformance {
 #[macro_export]
 macro_rules! log_conformance {
     ($make:expr) => {
-        $crate::__conformance_tests!(log, $make, [
-            publish_consume_commit,
-            uncommitted_batch_is_redelivered,
-            groups_are_independent,
-            oldest_uncommitted_tracks_commits,
-            dead_letters_carry_headers,
-            raw_payloads_pass_through,
-            concurrent_publishers_lose_nothing,
-        ]);
+        $crate::__conformance_tests!(
+            log,
+            $make,
+            [
+                publish_consume_commit,
+                uncommitted_batch_is_redelivered,
+                groups_are_independent,
+                oldest_uncommitted_tracks_commits,
+                dead_letters_carry_headers,
+                raw_payloads_pass_through,
+                concurrent_publishers_lose_nothing,
+            ]
+        );
     };
 }
 
@@ -97,19 +110,23 @@ macro_rules! log_conformance {
 #[macro_export]
 macro_rules! store_conformance {
     ($make:expr) => {
-        $crate::__conformance_tests!(store, $make, [
-            campaign_round_trip,
-            missing_campaign_is_none,
-            duplicate_campaign_is_rejected,
-            campaign_state_follows_lifecycle,
-            record_is_idempotent,
-            record_rejects_invalid_events_and_keeps_the_rest,
-            empty_batch_records_nothing,
-            overlapping_concurrent_batches_store_once,
-            coupons_of_user_newest_first,
-            redeem_outcomes,
-            concurrent_redemptions_have_one_winner,
-            holders_and_stored_keys,
-        ]);
+        $crate::__conformance_tests!(
+            store,
+            $make,
+            [
+                campaign_round_trip,
+                missing_campaign_is_none,
+                duplicate_campaign_is_rejected,
+                campaign_state_follows_lifecycle,
+                record_is_idempotent,
+                record_rejects_invalid_events_and_keeps_the_rest,
+                empty_batch_records_nothing,
+                overlapping_concurrent_batches_store_once,
+                coupons_of_user_newest_first,
+                redeem_outcomes,
+                concurrent_redemptions_have_one_winner,
+                holders_and_stored_keys,
+            ]
+        );
     };
 }

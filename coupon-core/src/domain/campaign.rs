@@ -177,17 +177,11 @@ impl NewCampaign {
             ));
         }
         if self.issue_ends_at <= self.issue_starts_at {
-            return Err(ValidationError::field(
-                "issue_ends_at",
-                "must be after issue_starts_at",
-            ));
+            return Err(ValidationError::field("issue_ends_at", "must be after issue_starts_at"));
         }
         match self.validity {
             Validity::Until(t) if t <= self.issue_starts_at => {
-                return Err(ValidationError::field(
-                    "valid_until",
-                    "must be after issue_starts_at",
-                ));
+                return Err(ValidationError::field("valid_until", "must be after issue_starts_at"));
             }
             Validity::DaysAfterIssue(d) if d == 0 || d > MAX_VALID_DAYS => {
                 return Err(ValidationError::field(
@@ -304,11 +298,32 @@ mod tests {
     #[test]
     fn bad_campaigns_name_the_field() {
         let cases: Vec<(NewCampaign, &str)> = vec![
-            (NewCampaign { total_quantity: 0, ..sample() }, "total_quantity"),
-            (NewCampaign { per_user_limit: 0, ..sample() }, "per_user_limit"),
-            (NewCampaign { name: "  ".into(), ..sample() }, "name"),
             (
-                NewCampaign { issue_ends_at: sample().issue_starts_at, ..sample() },
+                NewCampaign {
+                    total_quantity: 0,
+                    ..sample()
+                },
+                "total_quantity",
+            ),
+            (
+                NewCampaign {
+                    per_user_limit: 0,
+                    ..sample()
+                },
+                "per_user_limit",
+            ),
+            (
+                NewCampaign {
+                    name: "  ".into(),
+                    ..sample()
+                },
+                "name",
+            ),
+            (
+                NewCampaign {
+                    issue_ends_at: sample().issue_starts_at,
+                    ..sample()
+                },
                 "issue_ends_at",
             ),
             (sample().with_validity(Validity::DaysAfterIssue(0)), "valid_days"),
@@ -319,7 +334,10 @@ mod tests {
         ];
         for (input, field) in cases {
             let err = input.validate().unwrap_err();
-            assert!(matches!(&err, ValidationError::Field { field: f, .. } if *f == field), "{err}");
+            assert!(
+                matches!(&err, ValidationError::Field { field: f, .. } if *f == field),
+                "{err}"
+            );
         }
     }
 

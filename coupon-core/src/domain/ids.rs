@@ -89,9 +89,7 @@ impl UserId {
     pub fn new(id: impl Into<String>) -> Result<Self, ValidationError> {
         let id = id.into();
         if id.is_empty() {
-            return Err(ValidationError::InvalidUserId {
-                reason: "it is empty",
-            });
+            return Err(ValidationError::InvalidUserId { reason: "it is empty" });
         }
         if id.len() > Self::MAX_LEN {
             return Err(ValidationError::InvalidUserId {

@@ -26,8 +26,14 @@ fn gate_admitting(nth: u32) -> MockIssueGate {
 fn issuer(gate: MockIssueGate, log: Option<MockEventLog>, store: MockIssueStore, ack: AckMode) -> Issuer {
     let store: Arc<dyn IssueStore> = arc(store);
     let log = log.map(|l| arc(l) as Arc<dyn EventLog>);
-    Issuer::new(arc(gate), log, store.clone(), CampaignCache::new(store), IssuerConfig::default().with_ack(ack))
-        .unwrap()
+    Issuer::new(
+        arc(gate),
+        log,
+        store.clone(),
+        CampaignCache::new(store),
+        IssuerConfig::default().with_ack(ack),
+    )
+    .unwrap()
 }
 
 fn log_publishing(result: fn() -> Result<(), BackendError>) -> MockEventLog {
@@ -56,7 +62,13 @@ async fn publish_failure_releases_the_reservation_and_says_log() {
     let c = campaign(CampaignState::Open);
     let mut gate = gate_admitting(1);
     gate.expect_release()
-        .with(eq(c.id), eq(ReservationKey { user_id: alice(), nth: 1 }))
+        .with(
+            eq(c.id),
+            eq(ReservationKey {
+                user_id: alice(),
+                nth: 1,
+            }),
+        )
         .times(1)
         .returning(|_, _| Ok(true));
     let log = log_publishing(|| Err(err(Component::Log, ErrorKind::Unavailable)));
@@ -80,7 +92,8 @@ async fn publish_with_unknown_outcome_leaves_the_reservation_to_the_reconciler()
 async fn gate_unavailable_fails_without_publishing() {
     let c = campaign(CampaignState::Open);
     let mut gate = MockIssueGate::new();
-    gate.expect_admit().returning(|_, _, _| Err(err(Component::Gate, ErrorKind::Unavailable)));
+    gate.expect_admit()
+        .returning(|_, _, _| Err(err(Component::Gate, ErrorKind::Unavailable)));
     let mut log = MockEventLog::new();
     log.expect_publish().never();
     let i = issuer(gate, Some(log), store_serving(&c), AckMode::AfterLog);
@@ -133,15 +146,24 @@ async fn a_hanging_gate_fails_fast_at_the_gate_timeout() {
     let c = campaign(CampaignState::Open);
     let store: Arc<dyn IssueStore> = arc(store_serving(&c));
     let config = IssuerConfig::default().with_gate_timeout(Duration::from_millis(200));
-    let i = Issuer::new(arc(HangingGate), Some(arc(MockEventLog::new())), store.clone(), CampaignCache::new(store), config)
-        .unwrap();
+    let i = Issuer::new(
+        arc(HangingGate),
+        Some(arc(MockEventLog::new())),
+        store.clone(),
+        CampaignCache::new(store),
+        config,
+    )
+    .unwrap();
     let started = tokio::time::Instant::now();
     let e = i.issue(&c.id, &alice()).await.unwrap_err();
     // Virtual time: exactly the configured timeout passed, not a real-time measurement.
     assert_eq!(started.elapsed(), Duration::from_millis(200));
     match e {
         Error::Backend(b) => {
-            assert_eq!((b.component, b.kind, b.operation), (Component::Gate, ErrorKind::OutcomeUnknown, "admit"));
+            assert_eq!(
+                (b.component, b.kind, b.operation),
+                (Component::Gate, ErrorKind::OutcomeUnknown, "admit")
+            );
         }
         other => panic!("{other}"),
     }
@@ -171,7 +193,11 @@ async fn the_campaign_check_answers_without_the_gate() {
     let cases = [
         (campaign(CampaignState::Draft), None, IssueOutcome::NotOpen),
         (campaign(CampaignState::Closed), None, IssueOutcome::Closed),
-        (open.clone(), Some(open.issue_starts_at - chrono::Duration::seconds(1)), IssueOutcome::NotOpen),
+        (
+            open.clone(),
+            Some(open.issue_starts_at - chrono::Duration::seconds(1)),
+            IssueOutcome::NotOpen,
+        ),
         (open.clone(), Some(open.issue_ends_at), IssueOutcome::Closed),
     ];
     for (c, at, outcome) in cases {
@@ -187,19 +213,31 @@ async fn the_campaign_check_answers_without_the_gate() {
     gate.expect_admit().never();
     let i = issuer(gate, Some(MockEventLog::new()), store, AckMode::AfterLog);
     let missing = CampaignId::new();
-    assert_eq!(i.issue(&missing, &alice()).await.unwrap(), IssueOutcome::CampaignNotFound);
-    assert_eq!(i.issue(&missing, &alice()).await.unwrap(), IssueOutcome::CampaignNotFound, "negative answer cached");
+    assert_eq!(
+        i.issue(&missing, &alice()).await.unwrap(),
+        IssueOutcome::CampaignNotFound
+    );
+    assert_eq!(
+        i.issue(&missing, &alice()).await.unwrap(),
+        IssueOutcome::CampaignNotFound,
+        "negative answer cached"
+    );
 }
 
 #[tokio::test]
 async fn store_unreachable_while_loading_the_campaign_is_a_store_error() {
     let mut store = MockIssueStore::new();
-    store.expect_campaign().returning(|_| Err(err(Component::Store, ErrorKind::Unavailable)));
+    store
+        .expect_campaign()
+        .returning(|_| Err(err(Component::Store, ErrorKind::Unavailable)));
     let mut gate = MockIssueGate::new();
     gate.expect_admit().never();
     let i = issuer(gate, Some(MockEventLog::new()), store, AckMode::AfterLog);
     let e = i.issue(&CampaignId::new(), &alice()).await.unwrap_err();
-    assert!(matches!(&e, Error::Backend(b) if b.component == Component::Store), "{e}");
+    assert!(
+        matches!(&e, Error::Backend(b) if b.component == Component::Store),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -209,7 +247,10 @@ async fn after_gate_answers_first_and_releases_if_the_background_publish_fails()
     gate.expect_release().times(1).returning(|_, _| Ok(true));
     let log = log_publishing(|| Err(err(Component::Log, ErrorKind::Unavailable)));
     let i = issuer(gate, Some(log), store_serving(&c), AckMode::AfterGate);
-    assert!(matches!(i.issue(&c.id, &alice()).await.unwrap(), IssueOutcome::Issued(_)));
+    assert!(matches!(
+        i.issue(&c.id, &alice()).await.unwrap(),
+        IssueOutcome::Issued(_)
+    ));
     i.flush().await; // the mock's `times(1)` is checked when it drops
 }
 
@@ -219,9 +260,15 @@ async fn after_store_records_then_settles() {
     let mut gate = gate_admitting(1);
     gate.expect_settle().times(1).returning(|_, keys| Ok(keys.len() as u64));
     let mut store = store_serving(&c);
-    store.expect_record().times(1).returning(|events| Ok(vec![RecordOutcome::Stored; events.len()]));
+    store
+        .expect_record()
+        .times(1)
+        .returning(|events| Ok(vec![RecordOutcome::Stored; events.len()]));
     let i = issuer(gate, None, store, AckMode::AfterStore);
-    assert!(matches!(i.issue(&c.id, &alice()).await.unwrap(), IssueOutcome::Issued(_)));
+    assert!(matches!(
+        i.issue(&c.id, &alice()).await.unwrap(),
+        IssueOutcome::Issued(_)
+    ));
 }
 
 #[tokio::test]
@@ -232,7 +279,9 @@ async fn after_store_rejection_releases() {
     gate.expect_settle().never();
     let mut store = store_serving(&c);
     store.expect_record().times(1).returning(|_| {
-        Ok(vec![RecordOutcome::Rejected { reason: crate::domain::RejectReason::OutsideWindow }])
+        Ok(vec![RecordOutcome::Rejected {
+            reason: crate::domain::RejectReason::OutsideWindow,
+        }])
     });
     let i = issuer(gate, None, store, AckMode::AfterStore);
     let e = i.issue(&c.id, &alice()).await.unwrap_err();
@@ -242,7 +291,13 @@ async fn after_store_rejection_releases() {
 #[test]
 fn log_modes_need_a_log() {
     let store: Arc<dyn IssueStore> = arc(MockIssueStore::new());
-    let made = Issuer::new(arc(MockIssueGate::new()), None, store.clone(), CampaignCache::new(store), IssuerConfig::default());
+    let made = Issuer::new(
+        arc(MockIssueGate::new()),
+        None,
+        store.clone(),
+        CampaignCache::new(store),
+        IssuerConfig::default(),
+    );
     assert!(matches!(made, Err(Error::Validation(_))));
     assert_eq!("after-gate".parse::<AckMode>().unwrap(), AckMode::AfterGate);
     assert!("sometime".parse::<AckMode>().is_err());

@@ -119,11 +119,7 @@ impl IssueGate for MemoryGate {
         })
     }
 
-    async fn admit_many(
-        &self,
-        requests: &[AdmitRequest],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<Admission>, BackendError> {
+    async fn admit_many(&self, requests: &[AdmitRequest], now: DateTime<Utc>) -> Result<Vec<Admission>, BackendError> {
         let mut out = Vec::with_capacity(requests.len());
         for r in requests {
             out.push(self.admit(&r.campaign_id, &r.user_id, now).await?);
@@ -195,11 +191,7 @@ impl IssueGate for MemoryGate {
             .unwrap_or(0))
     }
 
-    async fn restore(
-        &self,
-        campaign: &GateCampaign,
-        holders: &[(UserId, u32)],
-    ) -> Result<RestoreReport, BackendError> {
+    async fn restore(&self, campaign: &GateCampaign, holders: &[(UserId, u32)]) -> Result<RestoreReport, BackendError> {
         let (c, created) = {
             let mut map = self.campaigns.write().expect("gate map lock");
             match map.get(&campaign.id) {

@@ -57,7 +57,12 @@ impl Partition {
     }
 
     fn committed(&self, group: &str) -> i64 {
-        self.committed.lock().expect("log lock").get(group).copied().unwrap_or(0)
+        self.committed
+            .lock()
+            .expect("log lock")
+            .get(group)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -161,7 +166,8 @@ impl EventSource for MemorySource {
     }
 
     async fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), BackendError> {
-        self.dead.append(letter.record.payload.clone(), letter.headers(&self.group));
+        self.dead
+            .append(letter.record.payload.clone(), letter.headers(&self.group));
         Ok(())
     }
 }

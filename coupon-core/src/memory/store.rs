@@ -80,7 +80,11 @@ impl IssueStore for MemoryStore {
         Ok(self.state.read().expect("store lock").campaigns.get(id).cloned())
     }
 
-    async fn set_campaign_state(&self, id: &CampaignId, state: CampaignState) -> Result<Option<Campaign>, BackendError> {
+    async fn set_campaign_state(
+        &self,
+        id: &CampaignId,
+        state: CampaignState,
+    ) -> Result<Option<Campaign>, BackendError> {
         let mut s = self.state.write().expect("store lock");
         Ok(s.campaigns.get_mut(id).map(|c| {
             if c.state.can_become(state) {

@@ -4,14 +4,17 @@ use chrono::Duration as ChronoDuration;
 use mockall::Sequence;
 
 use super::*;
-use crate::domain::{timestamp_now, Reservation, ReservationKey, UserId};
+use crate::domain::{Reservation, ReservationKey, UserId, timestamp_now};
 use crate::gate::{GateCounts, MockIssueGate};
 use crate::log::MockEventLog;
 use crate::store::MockIssueStore;
 use crate::test_support::*;
 
 fn key(user: &str) -> ReservationKey {
-    ReservationKey { user_id: UserId::new(user).unwrap(), nth: 1 }
+    ReservationKey {
+        user_id: UserId::new(user).unwrap(),
+        nth: 1,
+    }
 }
 
 /// Ledger entries admitted `age_secs` ago (before `now`).
@@ -20,15 +23,24 @@ fn gate_with_entries(now: DateTime<Utc>, entries: Vec<(&'static str, i64)>, seq:
     gate.expect_backend().return_const("mock");
     let list: Vec<Reservation> = entries
         .into_iter()
-        .map(|(u, age)| Reservation { key: key(u), admitted_at: now - ChronoDuration::seconds(age) })
+        .map(|(u, age)| Reservation {
+            key: key(u),
+            admitted_at: now - ChronoDuration::seconds(age),
+        })
         .collect();
-    gate.expect_reservations().times(1).in_sequence(seq).return_once(move |_, _, _| Ok(list));
+    gate.expect_reservations()
+        .times(1)
+        .in_sequence(seq)
+        .return_once(move |_, _, _| Ok(list));
     gate
 }
 
 fn log_horizon(horizon: Option<DateTime<Utc>>, seq: &mut Sequence) -> MockEventLog {
     let mut log = MockEventLog::new();
-    log.expect_oldest_uncommitted().times(1).in_sequence(seq).returning(move |_| Ok(horizon));
+    log.expect_oldest_uncommitted()
+        .times(1)
+        .in_sequence(seq)
+        .returning(move |_| Ok(horizon));
     log
 }
 
@@ -39,11 +51,25 @@ async fn an_old_entry_neither_stored_nor_in_flight_is_released() {
     let log = log_horizon(None, &mut seq);
     let mut gate = gate_with_entries(now, vec![("a", 120)], &mut seq);
     let mut store = MockIssueStore::new();
-    store.expect_stored_keys().times(1).in_sequence(&mut seq).returning(|_, k| Ok(vec![false; k.len()]));
-    gate.expect_release().withf(|_, k| *k == key("a")).times(1).returning(|_, _| Ok(true));
+    store
+        .expect_stored_keys()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, k| Ok(vec![false; k.len()]));
+    gate.expect_release()
+        .withf(|_, k| *k == key("a"))
+        .times(1)
+        .returning(|_, _| Ok(true));
     let r = Reconciler::new(arc(gate), arc(store)).with_log(arc(log), "recorders");
     let report = r.reconcile(&CampaignId::new(), now).await.unwrap();
-    assert_eq!(report, ReconcileReport { examined: 1, released: 1, ..Default::default() });
+    assert_eq!(
+        report,
+        ReconcileReport {
+            examined: 1,
+            released: 1,
+            ..Default::default()
+        }
+    );
 }
 
 #[tokio::test]
@@ -53,9 +79,19 @@ async fn a_stored_entry_is_settled_never_released() {
     let log = log_horizon(None, &mut seq);
     let mut gate = gate_with_entries(now, vec![("a", 120), ("b", 100)], &mut seq);
     let mut store = MockIssueStore::new();
-    store.expect_stored_keys().times(1).in_sequence(&mut seq).returning(|_, _| Ok(vec![true, false]));
-    gate.expect_settle().withf(|_, k| k == [key("a")]).times(1).returning(|_, _| Ok(1));
-    gate.expect_release().withf(|_, k| *k == key("b")).times(1).returning(|_, _| Ok(true));
+    store
+        .expect_stored_keys()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(vec![true, false]));
+    gate.expect_settle()
+        .withf(|_, k| k == [key("a")])
+        .times(1)
+        .returning(|_, _| Ok(1));
+    gate.expect_release()
+        .withf(|_, k| *k == key("b"))
+        .times(1)
+        .returning(|_, _| Ok(true));
     let r = Reconciler::new(arc(gate), arc(store)).with_log(arc(log), "recorders");
     let report = r.reconcile(&CampaignId::new(), now).await.unwrap();
     assert_eq!((report.settled, report.released), (1, 1));
@@ -70,8 +106,15 @@ async fn an_entry_the_log_may_still_deliver_is_kept() {
     // Admitted 120 s ago: its publish may be among the uncommitted (120 - 60 s grace < 90).
     let mut gate = gate_with_entries(now, vec![("old", 200), ("a", 120)], &mut seq);
     let mut store = MockIssueStore::new();
-    store.expect_stored_keys().times(1).in_sequence(&mut seq).returning(|_, k| Ok(vec![false; k.len()]));
-    gate.expect_release().withf(|_, k| *k == key("old")).times(1).returning(|_, _| Ok(true));
+    store
+        .expect_stored_keys()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, k| Ok(vec![false; k.len()]));
+    gate.expect_release()
+        .withf(|_, k| *k == key("old"))
+        .times(1)
+        .returning(|_, _| Ok(true));
     let r = Reconciler::new(arc(gate), arc(store)).with_log(arc(log), "recorders");
     let report = r.reconcile(&CampaignId::new(), now).await.unwrap();
     assert_eq!((report.released, report.kept), (1, 1));
@@ -90,7 +133,10 @@ async fn nothing_old_enough_means_nothing_to_do() {
     let mut store = MockIssueStore::new();
     store.expect_stored_keys().never();
     let r = Reconciler::new(arc(gate), arc(store)).with_log(arc(log), "recorders");
-    assert_eq!(r.reconcile(&CampaignId::new(), now).await.unwrap(), ReconcileReport::default());
+    assert_eq!(
+        r.reconcile(&CampaignId::new(), now).await.unwrap(),
+        ReconcileReport::default()
+    );
 }
 
 #[tokio::test]
@@ -111,16 +157,29 @@ async fn sync_refuses_to_rebuild_a_lost_gate_while_events_are_in_flight() {
 async fn sync_restores_from_the_store_then_reconciles() {
     let c = campaign(CampaignState::Open);
     let mut gate = MockIssueGate::new();
-    gate.expect_counts().returning(|_| Ok(Some(GateCounts { remaining: 5, pending: 0 })));
+    gate.expect_counts().returning(|_| {
+        Ok(Some(GateCounts {
+            remaining: 5,
+            pending: 0,
+        }))
+    });
     gate.expect_restore()
         .withf(|_, holders| holders.len() == 2)
         .times(1)
-        .returning(|_, _| Ok(RestoreReport { users_restored: 1, stock_taken: 1, remaining: 4, created: false }));
+        .returning(|_, _| {
+            Ok(RestoreReport {
+                users_restored: 1,
+                stock_taken: 1,
+                remaining: 4,
+                created: false,
+            })
+        });
     gate.expect_reservations().returning(|_, _, _| Ok(Vec::new()));
     let mut store = MockIssueStore::new();
-    store.expect_holders().times(1).returning(|_| {
-        Ok(vec![(UserId::new("a").unwrap(), 1), (UserId::new("b").unwrap(), 1)])
-    });
+    store
+        .expect_holders()
+        .times(1)
+        .returning(|_| Ok(vec![(UserId::new("a").unwrap(), 1), (UserId::new("b").unwrap(), 1)]));
     let r = Reconciler::new(arc(gate), arc(store));
     let report = r.sync(&c, timestamp_now()).await.unwrap();
     assert_eq!(report.restore.stock_taken, 1);
@@ -130,6 +189,9 @@ async fn sync_restores_from_the_store_then_reconciles() {
 async fn sync_of_a_campaign_that_is_not_open_is_refused() {
     let r = Reconciler::new(arc(MockIssueGate::new()), arc(MockIssueStore::new()));
     for state in [CampaignState::Draft, CampaignState::Closed] {
-        assert!(matches!(r.sync(&campaign(state), timestamp_now()).await, Err(Error::SyncRefused { .. })));
+        assert!(matches!(
+            r.sync(&campaign(state), timestamp_now()).await,
+            Err(Error::SyncRefused { .. })
+        ));
     }
 }

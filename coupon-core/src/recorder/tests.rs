@@ -41,7 +41,11 @@ fn source_once(records: Vec<LogRecord>, seq: &mut Sequence) -> MockEventSource {
         commit: CommitHandle::covering(&records),
         records,
     };
-    source.expect_next_batch().times(1).in_sequence(seq).return_once(move |_, _| Ok(batch));
+    source
+        .expect_next_batch()
+        .times(1)
+        .in_sequence(seq)
+        .return_once(move |_, _| Ok(batch));
     source
 }
 
@@ -60,15 +64,23 @@ async fn an_unreachable_store_is_retried_until_back_without_commit_or_dead_lette
     let mut store = MockIssueStore::new();
     store.expect_backend().return_const("mock");
     let c = calls.clone();
-    store.expect_record().times(6).in_sequence(&mut seq).returning(move |events| {
-        if c.fetch_add(1, Ordering::SeqCst) < 5 {
-            Err(err(Component::Store, ErrorKind::Unavailable))
-        } else {
-            Ok(vec![RecordOutcome::Stored; events.len()])
-        }
-    });
+    store
+        .expect_record()
+        .times(6)
+        .in_sequence(&mut seq)
+        .returning(move |events| {
+            if c.fetch_add(1, Ordering::SeqCst) < 5 {
+                Err(err(Component::Store, ErrorKind::Unavailable))
+            } else {
+                Ok(vec![RecordOutcome::Stored; events.len()])
+            }
+        });
     source.expect_dead_letter().never();
-    source.expect_commit().times(1).in_sequence(&mut seq).returning(|_| Ok(()));
+    source
+        .expect_commit()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
     let mut recorder = Recorder::new(Box::new(source), arc(store), config());
     let started = tokio::time::Instant::now();
     let report = recorder.run_once().await;
@@ -92,7 +104,9 @@ async fn an_event_the_store_rejects_is_dead_lettered_after_n_attempts_while_the_
             .iter()
             .map(|e| {
                 if e.event_id == poison {
-                    RecordOutcome::Rejected { reason: RejectReason::NthOutOfRange }
+                    RecordOutcome::Rejected {
+                        reason: RejectReason::NthOutOfRange,
+                    }
                 } else {
                     RecordOutcome::Stored
                 }
@@ -101,15 +115,27 @@ async fn an_event_the_store_rejects_is_dead_lettered_after_n_attempts_while_the_
     });
     let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
     let l = letters.clone();
-    source.expect_dead_letter().times(1).in_sequence(&mut seq).returning(move |letter| {
-        l.lock().unwrap().push(letter.clone());
-        Ok(())
-    });
-    source.expect_commit().times(1).in_sequence(&mut seq).returning(|_| Ok(()));
+    source
+        .expect_dead_letter()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |letter| {
+            l.lock().unwrap().push(letter.clone());
+            Ok(())
+        });
+    source
+        .expect_commit()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
     let mut recorder = Recorder::new(Box::new(source), arc(store), config());
     let report = recorder.run_once().await;
     assert_eq!((report.stored, report.dead_lettered), (2, 1));
-    assert_eq!(*seen.lock().unwrap(), vec![3, 1, 1], "the rejected event alone is retried");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![3, 1, 1],
+        "the rejected event alone is retried"
+    );
     let letters = letters.lock().unwrap();
     assert_eq!(letters[0].attempts, 3);
     assert_eq!(letters[0].record.offset, 1);
@@ -136,7 +162,11 @@ async fn an_undecodable_record_is_dead_lettered_at_once_and_the_rest_flow_on() {
         .in_sequence(&mut seq)
         .returning(|_| Ok(()));
     let mut store = MockIssueStore::new();
-    store.expect_record().times(1).in_sequence(&mut seq).returning(|e| Ok(vec![RecordOutcome::Stored; e.len()]));
+    store
+        .expect_record()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|e| Ok(vec![RecordOutcome::Stored; e.len()]));
     source
         .expect_commit()
         .withf(|h| h.positions == vec![(0, 3)])
@@ -154,14 +184,22 @@ async fn a_redelivered_batch_duplicates_nothing_and_still_settles_and_commits() 
     let mut seq = Sequence::new();
     let mut source = source_once(records(&sent), &mut seq);
     let mut store = MockIssueStore::new();
-    store.expect_record().times(1).in_sequence(&mut seq).returning(|e| Ok(vec![RecordOutcome::Duplicate; e.len()]));
+    store
+        .expect_record()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|e| Ok(vec![RecordOutcome::Duplicate; e.len()]));
     let mut gate = MockIssueGate::new();
     gate.expect_settle()
         .withf(|_, keys| keys.len() == 3)
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(0));
-    source.expect_commit().times(1).in_sequence(&mut seq).returning(|_| Ok(()));
+    source
+        .expect_commit()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
     struct Count(AtomicUsize);
     impl RecordObserver for Count {
         fn stored(&self, events: &[IssueEvent]) {
@@ -169,11 +207,16 @@ async fn a_redelivered_batch_duplicates_nothing_and_still_settles_and_commits() 
         }
     }
     let observer = Arc::new(Count(AtomicUsize::new(0)));
-    let mut recorder =
-        Recorder::new(Box::new(source), arc(store), config()).with_gate(arc(gate)).with_observer(observer.clone());
+    let mut recorder = Recorder::new(Box::new(source), arc(store), config())
+        .with_gate(arc(gate))
+        .with_observer(observer.clone());
     let report = recorder.run_once().await;
     assert_eq!((report.stored, report.duplicates), (0, 3));
-    assert_eq!(observer.0.load(Ordering::SeqCst), 0, "nothing newly stored, nobody notified");
+    assert_eq!(
+        observer.0.load(Ordering::SeqCst),
+        0,
+        "nothing newly stored, nobody notified"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -189,14 +232,22 @@ async fn a_failing_dead_letter_side_is_retried_before_the_commit() {
     let mut source = source_once(vec![poison], &mut seq);
     let tries = Arc::new(AtomicUsize::new(0));
     let t = tries.clone();
-    source.expect_dead_letter().times(3).in_sequence(&mut seq).returning(move |_| {
-        if t.fetch_add(1, Ordering::SeqCst) < 2 {
-            Err(err(Component::Log, ErrorKind::Unavailable))
-        } else {
-            Ok(())
-        }
-    });
-    source.expect_commit().times(1).in_sequence(&mut seq).returning(|_| Ok(()));
+    source
+        .expect_dead_letter()
+        .times(3)
+        .in_sequence(&mut seq)
+        .returning(move |_| {
+            if t.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(err(Component::Log, ErrorKind::Unavailable))
+            } else {
+                Ok(())
+            }
+        });
+    source
+        .expect_commit()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
     let mut store = MockIssueStore::new();
     store.expect_record().never();
     let mut recorder = Recorder::new(Box::new(source), arc(store), config());
@@ -206,7 +257,10 @@ async fn a_failing_dead_letter_side_is_retried_before_the_commit() {
 #[tokio::test]
 async fn an_empty_poll_commits_nothing() {
     let mut source = MockEventSource::new();
-    source.expect_next_batch().times(1).returning(|_, _| Ok(Batch::default()));
+    source
+        .expect_next_batch()
+        .times(1)
+        .returning(|_, _| Ok(Batch::default()));
     source.expect_commit().never();
     let mut store = MockIssueStore::new();
     store.expect_record().never();

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole suite against real services, as CI runs it:
+#   1. start the services (reusing any already running),
+#   2. format and lint checks,
+#   3. every test with COUPON_REQUIRE_SERVICES=1 (a missing service fails, never skips),
+#   4. the documentation examples.
+# Extra arguments go to `cargo nextest run` (e.g. `scripts/test.sh -p coupon-core`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "services"
+scripts/services.sh up
+eval "$(scripts/services.sh env)"
+export COUPON_REQUIRE_SERVICES=1
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  step "installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "cargo nextest run"
+cargo nextest run --workspace --all-features "$@"
+
+step "doc tests"
+cargo test --workspace --all-features --doc
