@@ -52,6 +52,7 @@
 //! - `conformance` (feature `conformance`): the suite every backend passes.
 //! - Mocks of the traits with feature `mock` (`MockIssueGate`, ...).
 
+pub mod batching;
 pub mod cache;
 pub mod domain;
 pub mod error;
@@ -69,6 +70,7 @@ mod test_support;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use batching::{BatchConfig, BatchingGate};
 pub use cache::CampaignCache;
 pub use domain::*;
 pub use error::{BackendError, Component, Error, ErrorKind, ValidationError};

@@ -19,3 +19,12 @@ mod store {
     use super::*;
     coupon_core::store_conformance!(Some(Arc::new(MemoryStore::new()) as Arc<dyn IssueStore>));
 }
+
+mod batching_gate {
+    use super::*;
+    use coupon_core::{BatchConfig, BatchingGate};
+    coupon_core::gate_conformance!(Some(Arc::new(BatchingGate::new(
+        Arc::new(MemoryGate::new()),
+        BatchConfig::default().with_max_batch(16)
+    )) as Arc<dyn IssueGate>));
+}

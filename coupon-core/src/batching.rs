@@ -1,0 +1,231 @@
+//! [`BatchingGate`]: coalesces concurrent admissions into [`IssueGate::admit_many`] calls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::domain::{Admission, CampaignId, GateCampaign, Reservation, ReservationKey, UserId};
+use crate::error::{BackendError, Component, ErrorKind};
+use crate::gate::{AdmitRequest, GateCounts, IssueGate, RestoreReport};
+
+/// How a [`BatchingGate`] forms batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchConfig {
+    /// The most admissions in one batch.
+    pub max_batch: usize,
+    /// How long a batch may wait for more requests after the first. Zero (the default)
+    /// adds no delay: a batch is whatever queued up while earlier batches were in flight.
+    pub max_wait: Duration,
+    /// Batches in flight at once.
+    pub max_in_flight: usize,
+    /// Requests that may queue; further ones wait for room.
+    pub queue: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 128,
+            max_wait: Duration::ZERO,
+            max_in_flight: 4,
+            queue: 65_536,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// Sets the batch size.
+    pub fn with_max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n.max(1);
+        self
+    }
+
+    /// Sets the longest wait for a batch to fill.
+    pub fn with_max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = wait;
+        self
+    }
+
+    /// Sets the batches in flight.
+    pub fn with_max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+}
+
+struct Pending {
+    request: AdmitRequest,
+    now: DateTime<Utc>,
+    reply: oneshot::Sender<Result<Admission, BackendError>>,
+}
+
+/// Wraps any gate: concurrent [`IssueGate::admit`] calls are queued and sent as
+/// [`IssueGate::admit_many`] batches (bounded size and wait, a bounded number in
+/// flight), each caller getting its own answer. Every other call goes straight through.
+///
+/// Under load this turns many round trips into a few (for Redis: one script call per
+/// campaign per batch). A batch is decided with the time of its first request; the
+/// [`crate::Issuer`] checks the window with each request's own time before the gate.
+pub struct BatchingGate {
+    inner: Arc<dyn IssueGate>,
+    queue: mpsc::Sender<Pending>,
+}
+
+impl std::fmt::Debug for BatchingGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchingGate")
+            .field("inner", &self.inner.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl BatchingGate {
+    /// Starts the batching task on the current Tokio runtime. It ends when the gate is dropped.
+    pub fn new(inner: Arc<dyn IssueGate>, config: BatchConfig) -> Self {
+        let (queue, rx) = mpsc::channel(config.queue.max(1));
+        tokio::spawn(run(inner.clone(), rx, config));
+        Self { inner, queue }
+    }
+
+    /// The wrapped gate.
+    pub fn inner(&self) -> &Arc<dyn IssueGate> {
+        &self.inner
+    }
+}
+
+async fn run(inner: Arc<dyn IssueGate>, mut rx: mpsc::Receiver<Pending>, config: BatchConfig) {
+    let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+    loop {
+        // Take a slot first: while every slot is busy, requests pile up into the next batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < config.max_batch {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        if batch.len() < config.max_batch && !config.max_wait.is_zero() {
+            let deadline = tokio::time::Instant::now() + config.max_wait;
+            while batch.len() < config.max_batch {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(p)) => batch.push(p),
+                    _ => break,
+                }
+            }
+        }
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let now = batch[0].now;
+            let requests: Vec<AdmitRequest> = batch.iter().map(|p| p.request.clone()).collect();
+            match inner.admit_many(&requests, now).await {
+                Ok(answers) if answers.len() == batch.len() => {
+                    for (p, a) in batch.into_iter().zip(answers) {
+                        let _ = p.reply.send(Ok(a));
+                    }
+                }
+                Ok(answers) => {
+                    let e = BackendError::new(
+                        Component::Gate,
+                        inner.backend(),
+                        "admit",
+                        ErrorKind::Corrupt,
+                        format!("{} answers for {} requests", answers.len(), batch.len()),
+                    );
+                    reply_all(batch, &e);
+                }
+                Err(e) => reply_all(batch, &e),
+            }
+        });
+    }
+}
+
+fn reply_all(batch: Vec<Pending>, e: &BackendError) {
+    for p in batch {
+        let copy = BackendError::new(e.component, e.backend, e.operation, e.kind, e.message.clone());
+        let _ = p.reply.send(Err(copy));
+    }
+}
+
+#[async_trait]
+impl IssueGate for BatchingGate {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    async fn open(&self, campaign: &GateCampaign) -> Result<(), BackendError> {
+        self.inner.open(campaign).await
+    }
+
+    async fn admit(
+        &self,
+        campaign_id: &CampaignId,
+        user_id: &UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, BackendError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            request: AdmitRequest {
+                campaign_id: *campaign_id,
+                user_id: user_id.clone(),
+            },
+            now,
+            reply,
+        };
+        let gone = || {
+            BackendError::new(
+                Component::Gate,
+                self.inner.backend(),
+                "admit",
+                ErrorKind::OutcomeUnknown,
+                "the batching task stopped",
+            )
+        };
+        self.queue.send(pending).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    async fn admit_many(&self, requests: &[AdmitRequest], now: DateTime<Utc>) -> Result<Vec<Admission>, BackendError> {
+        self.inner.admit_many(requests, now).await
+    }
+
+    async fn release(&self, campaign_id: &CampaignId, key: &ReservationKey) -> Result<bool, BackendError> {
+        self.inner.release(campaign_id, key).await
+    }
+
+    async fn settle(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<u64, BackendError> {
+        self.inner.settle(campaign_id, keys).await
+    }
+
+    async fn reservations(
+        &self,
+        campaign_id: &CampaignId,
+        admitted_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Reservation>, BackendError> {
+        self.inner.reservations(campaign_id, admitted_before, limit).await
+    }
+
+    async fn counts(&self, campaign_id: &CampaignId) -> Result<Option<GateCounts>, BackendError> {
+        self.inner.counts(campaign_id).await
+    }
+
+    async fn holding(&self, campaign_id: &CampaignId, user_id: &UserId) -> Result<u32, BackendError> {
+        self.inner.holding(campaign_id, user_id).await
+    }
+
+    async fn restore(&self, campaign: &GateCampaign, holders: &[(UserId, u32)]) -> Result<RestoreReport, BackendError> {
+        self.inner.restore(campaign, holders).await
+    }
+
+    async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
+        self.inner.close(campaign_id).await
+    }
+}

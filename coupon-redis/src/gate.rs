@@ -1,0 +1,333 @@
+//! [`RedisGate`]: [`IssueGate`] on Redis, one Lua call per admission (or per campaign per batch).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use coupon_core::{
+    Admission, AdmitRequest, BackendError, CampaignId, Component, ErrorKind, GateCampaign, GateCounts, IssueGate,
+    Reservation, ReservationKey, RestoreReport, UserId,
+};
+use redis::AsyncCommands;
+
+use crate::config::RedisGateConfig;
+use crate::connection::Connection;
+use crate::errors::{backend_error, unexpected_reply};
+use crate::keys::{CampaignKeys, ledger_member, parse_ledger_member};
+use crate::scripts;
+
+/// The gate on Redis or Redis Cluster. Cheap to clone (clones share the connection).
+///
+/// Every admission is one `EVALSHA` of `lua/admit.lua` touching the campaign's three
+/// keys, all in one hash slot: holder check, stock check, decrement, holder and ledger
+/// entry, atomically. [`IssueGate::admit_many`] sends one script call per campaign in
+/// the batch; wrap the gate in [`coupon_core::BatchingGate`] to coalesce concurrent
+/// requests into such batches.
+#[derive(Clone)]
+pub struct RedisGate {
+    conn: Connection,
+    config: RedisGateConfig,
+    backstop: Duration,
+}
+
+impl std::fmt::Debug for RedisGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisGate")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisGate {
+    /// Connects as `config` says (fails fast if Redis is not there).
+    pub async fn connect(config: RedisGateConfig) -> Result<Self, BackendError> {
+        let connect = Connection::connect(&config);
+        let conn = match tokio::time::timeout(config.connection_timeout * 2, connect).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                let mut err = backend_error("connect", e);
+                if err.kind == ErrorKind::OutcomeUnknown {
+                    err.kind = ErrorKind::Unavailable; // connecting changes nothing
+                }
+                return Err(err);
+            }
+            Err(_) => {
+                return Err(BackendError::new(
+                    Component::Gate,
+                    "redis",
+                    "connect",
+                    ErrorKind::Unavailable,
+                    format!(
+                        "no connection within {} ms",
+                        (config.connection_timeout * 2).as_millis()
+                    ),
+                ));
+            }
+        };
+        // The client's own timeouts come first; this catches anything that slips past them
+        // (a reconnect in progress, say).
+        let backstop = config.response_timeout + config.connection_timeout;
+        Ok(Self { conn, config, backstop })
+    }
+
+    /// Connects to `url` (see [`RedisGateConfig::from_url`]) with default settings.
+    pub async fn from_url(url: &str) -> Result<Self, BackendError> {
+        let config = RedisGateConfig::from_url(url)
+            .map_err(|e| BackendError::new(Component::Gate, "redis", "connect", ErrorKind::Rejected, e.to_string()))?;
+        Self::connect(config).await
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RedisGateConfig {
+        &self.config
+    }
+
+    /// A clone of the connection (for tools and tests that inspect keys).
+    pub fn connection(&self) -> Connection {
+        self.conn.clone()
+    }
+
+    /// The keys of a campaign.
+    pub fn keys(&self, campaign_id: &CampaignId) -> CampaignKeys {
+        CampaignKeys::new(&self.config.key_prefix, campaign_id)
+    }
+
+    /// The SHA1 of the admission script (for `redis-benchmark EVALSHA` comparisons).
+    pub fn admit_script_sha() -> &'static str {
+        scripts::ADMIT.sha()
+    }
+
+    async fn run<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, BackendError> {
+        match tokio::time::timeout(self.backstop, call).await {
+            Ok(result) => result.map_err(|e| backend_error(operation, e)),
+            Err(_) => Err(BackendError::timeout(
+                Component::Gate,
+                "redis",
+                operation,
+                self.backstop,
+            )),
+        }
+    }
+
+    fn expire_at_ms(&self, campaign: &GateCampaign) -> i64 {
+        let grace = i64::try_from(self.config.expiry_grace.as_millis()).unwrap_or(i64::MAX / 4);
+        campaign.issue_ends_at.timestamp_millis().saturating_add(grace)
+    }
+
+    async fn admit_group(
+        &self,
+        campaign_id: &CampaignId,
+        users: &[&UserId],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Admission>, BackendError> {
+        let keys = self.keys(campaign_id);
+        let mut invocation = scripts::ADMIT.call(&keys.all());
+        invocation.arg(now.timestamp_millis());
+        for user in users {
+            invocation.arg(user.as_str());
+        }
+        let mut conn = self.conn.clone();
+        let flat: Vec<i64> = self.run("admit", invocation.run(&mut conn)).await?;
+        if flat.len() != users.len() * 3 {
+            return Err(unexpected_reply(
+                "admit",
+                format!("admit.lua returned {} values for {} users", flat.len(), users.len()),
+            ));
+        }
+        flat.chunks_exact(3)
+            .map(|c| match c[0] {
+                0 => Ok(Admission::Admitted {
+                    nth: u32::try_from(c[1]).map_err(|_| unexpected_reply("admit", "nth out of range"))?,
+                    remaining: u64::try_from(c[2]).map_err(|_| unexpected_reply("admit", "negative stock"))?,
+                }),
+                1 => Ok(Admission::AlreadyIssued),
+                2 => Ok(Admission::SoldOut),
+                3 => Ok(Admission::NotOpen),
+                4 => Ok(Admission::Closed),
+                other => Err(unexpected_reply("admit", format!("unknown status {other}"))),
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl IssueGate for RedisGate {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn open(&self, campaign: &GateCampaign) -> Result<(), BackendError> {
+        let keys = self.keys(&campaign.id);
+        let mut invocation = scripts::OPEN.call(&keys.all());
+        invocation
+            .arg(campaign.total_quantity)
+            .arg(campaign.per_user_limit)
+            .arg(campaign.issue_starts_at.timestamp_millis())
+            .arg(campaign.issue_ends_at.timestamp_millis())
+            .arg(self.expire_at_ms(campaign));
+        let mut conn = self.conn.clone();
+        let _opened_now: i64 = self.run("open", invocation.run(&mut conn)).await?;
+        Ok(())
+    }
+
+    async fn admit(
+        &self,
+        campaign_id: &CampaignId,
+        user_id: &UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, BackendError> {
+        let mut answers = self.admit_group(campaign_id, &[user_id], now).await?;
+        answers.pop().ok_or_else(|| unexpected_reply("admit", "no answer"))
+    }
+
+    async fn admit_many(&self, requests: &[AdmitRequest], now: DateTime<Utc>) -> Result<Vec<Admission>, BackendError> {
+        // One script call per campaign (one slot each), all in flight at once.
+        let mut groups: Vec<(CampaignId, Vec<usize>)> = Vec::new();
+        let mut index: HashMap<CampaignId, usize> = HashMap::new();
+        for (i, r) in requests.iter().enumerate() {
+            let g = *index.entry(r.campaign_id).or_insert_with(|| {
+                groups.push((r.campaign_id, Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(i);
+        }
+        let calls = groups.iter().map(|(campaign, positions)| {
+            let users: Vec<&UserId> = positions.iter().map(|&i| &requests[i].user_id).collect();
+            async move { self.admit_group(campaign, &users, now).await }
+        });
+        let answers = futures::future::try_join_all(calls).await?;
+        let mut out = vec![Admission::NotOpen; requests.len()];
+        for ((_, positions), group) in groups.iter().zip(answers) {
+            for (&i, admission) in positions.iter().zip(group) {
+                out[i] = admission;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn release(&self, campaign_id: &CampaignId, key: &ReservationKey) -> Result<bool, BackendError> {
+        let keys = self.keys(campaign_id);
+        let mut invocation = scripts::RELEASE.call(&keys.all());
+        invocation.arg(ledger_member(key)).arg(key.user_id.as_str());
+        let mut conn = self.conn.clone();
+        let released: i64 = self.run("release", invocation.run(&mut conn)).await?;
+        Ok(released == 1)
+    }
+
+    async fn settle(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<u64, BackendError> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let members: Vec<String> = keys.iter().map(ledger_member).collect();
+        let ledger = self.keys(campaign_id).ledger;
+        let mut conn = self.conn.clone();
+        self.run("settle", conn.zrem(ledger, members)).await
+    }
+
+    async fn reservations(
+        &self,
+        campaign_id: &CampaignId,
+        admitted_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Reservation>, BackendError> {
+        let ledger = self.keys(campaign_id).ledger;
+        let mut conn = self.conn.clone();
+        let before = format!("({}", admitted_before.timestamp_millis());
+        let rows: Vec<(String, f64)> = self
+            .run(
+                "reservations",
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(&ledger)
+                    .arg("-inf")
+                    .arg(before)
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        rows.into_iter()
+            .filter(|(member, _)| !member.is_empty())
+            .map(|(member, score)| {
+                let key = parse_ledger_member(&member)
+                    .ok_or_else(|| unexpected_reply("reservations", format!("malformed ledger member {member:?}")))?;
+                let admitted_at = DateTime::from_timestamp_millis(score as i64)
+                    .ok_or_else(|| unexpected_reply("reservations", format!("bad ledger score {score}")))?;
+                Ok(Reservation { key, admitted_at })
+            })
+            .collect()
+    }
+
+    async fn counts(&self, campaign_id: &CampaignId) -> Result<Option<GateCounts>, BackendError> {
+        let keys = self.keys(campaign_id);
+        let mut conn = self.conn.clone();
+        let (stock, ledger_len): (Option<u64>, u64) = self
+            .run(
+                "counts",
+                redis::pipe()
+                    .hget(&keys.meta, "stock")
+                    .zcard(&keys.ledger)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(stock.map(|remaining| GateCounts {
+            remaining,
+            // Minus the sentinel.
+            pending: ledger_len.saturating_sub(1),
+        }))
+    }
+
+    async fn holding(&self, campaign_id: &CampaignId, user_id: &UserId) -> Result<u32, BackendError> {
+        let users = self.keys(campaign_id).users;
+        let mut conn = self.conn.clone();
+        let held: Option<u32> = self.run("holding", conn.hget(users, user_id.as_str())).await?;
+        Ok(held.unwrap_or(0))
+    }
+
+    async fn restore(&self, campaign: &GateCampaign, holders: &[(UserId, u32)]) -> Result<RestoreReport, BackendError> {
+        let keys = self.keys(&campaign.id);
+        let mut report = RestoreReport::default();
+        let chunk = self.config.restore_chunk.max(1);
+        let chunks: Vec<&[(UserId, u32)]> = if holders.is_empty() {
+            vec![&[]]
+        } else {
+            holders.chunks(chunk).collect()
+        };
+        for (i, part) in chunks.into_iter().enumerate() {
+            let mut invocation = scripts::RESTORE.call(&keys.all());
+            invocation
+                .arg(campaign.total_quantity)
+                .arg(campaign.per_user_limit)
+                .arg(campaign.issue_starts_at.timestamp_millis())
+                .arg(campaign.issue_ends_at.timestamp_millis())
+                .arg(self.expire_at_ms(campaign));
+            for (user, nth) in part {
+                invocation.arg(user.as_str()).arg(*nth);
+            }
+            let mut conn = self.conn.clone();
+            let (created, restored, taken, remaining): (i64, u64, u64, u64) =
+                self.run("restore", invocation.run(&mut conn)).await?;
+            if i == 0 {
+                report.created = created == 1;
+            }
+            report.users_restored += restored;
+            report.stock_taken += taken;
+            report.remaining = remaining;
+        }
+        Ok(report)
+    }
+
+    async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
+        let keys = self.keys(campaign_id);
+        let mut conn = self.conn.clone();
+        let _deleted: u64 = self.run("close", conn.del(&keys.all()[..])).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,166 @@
+//! Shared by the coupon-redis integration tests.
+#![allow(dead_code)]
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coupon_core::IssueGate;
+use coupon_redis::{RedisGate, RedisGateConfig};
+use coupon_testkit::{Service, service, unique_name};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Generous for tests: both cores are busy running several test processes at once.
+pub const TEST_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub async fn standalone_config() -> Option<RedisGateConfig> {
+    let url = service(Service::Redis).await?;
+    Some(
+        RedisGateConfig::from_url(&url)
+            .unwrap()
+            .with_key_prefix(unique_name("t"))
+            .with_response_timeout(TEST_RESPONSE_TIMEOUT),
+    )
+}
+
+pub async fn cluster_config() -> Option<RedisGateConfig> {
+    let urls = service(Service::RedisCluster).await?;
+    let nodes = urls.split(',').map(|s| s.trim().to_owned()).collect();
+    Some(
+        RedisGateConfig::cluster(nodes)
+            .with_key_prefix(unique_name("t"))
+            .with_response_timeout(TEST_RESPONSE_TIMEOUT),
+    )
+}
+
+pub async fn standalone_gate() -> Option<Arc<dyn IssueGate>> {
+    Some(Arc::new(RedisGate::connect(standalone_config().await?).await.unwrap()))
+}
+
+pub async fn cluster_gate() -> Option<Arc<dyn IssueGate>> {
+    Some(Arc::new(RedisGate::connect(cluster_config().await?).await.unwrap()))
+}
+
+/// A redis-server of the test's own, on a free loopback port, for tests that stop,
+/// pause or restart it. Killed when dropped.
+pub struct OwnRedis {
+    pub port: u16,
+    pub dir: std::path::PathBuf,
+    child: Option<Child>,
+    persistent: bool,
+}
+
+impl OwnRedis {
+    /// Starts one, or `None` (skipped, or failed under COUPON_REQUIRE_SERVICES) if
+    /// redis-server is not installed.
+    pub async fn start(persistent: bool) -> Option<Self> {
+        if std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            let msg = "redis-server is not installed; it is needed to stop and restart a server of the test's own";
+            assert!(!coupon_testkit::services_required(), "{msg}");
+            eprintln!("SKIPPED: {msg}");
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(unique_name("own-redis"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut own = Self {
+            port,
+            dir,
+            child: None,
+            persistent,
+        };
+        own.launch().await;
+        Some(own)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts the process and waits for its "Ready to accept connections" line.
+    async fn launch(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port")
+            .arg(self.port.to_string())
+            .arg("--bind")
+            .arg("127.0.0.1")
+            .arg("--save")
+            .arg("")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--appendonly")
+            .arg(if self.persistent { "yes" } else { "no" })
+            .arg("--appendfsync")
+            .arg("always")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("redis-server starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.contains("Ready to accept connections") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(
+            ready,
+            Ok(true),
+            "redis-server on port {} did not become ready",
+            self.port
+        );
+        // Keep draining its output so the pipe never fills.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+    }
+
+    /// Kills the process (no persistence step).
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    /// Shuts down gracefully (persisting the append-only file), then starts again on the same port.
+    pub async fn restart(&mut self) {
+        let mut conn = redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let _: Result<(), _> = redis::cmd("SHUTDOWN").query_async(&mut conn).await;
+        if let Some(mut child) = self.child.take() {
+            child.wait().await.unwrap();
+        }
+        self.launch().await;
+    }
+
+    /// A plain connection for admin commands.
+    pub async fn admin(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
