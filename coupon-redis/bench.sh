@@ -10,19 +10,20 @@ N="${COUPON_BENCH_REQUESTS:-300000}"
 cli() { redis-cli -h "$HOST" -p "$PORT" "$@"; }
 
 SHA=$(cli SCRIPT LOAD "$(cat coupon-redis/lua/admit.lua)")
-TAG="rb-$$"
 now_ms=$(($(date +%s%N) / 1000000))
-cli EVAL "$(cat coupon-redis/lua/open.lua)" 3 "cpn:{$TAG}:meta" "cpn:{$TAG}:users" "cpn:{$TAG}:ledger" \
-  1000000000 1000000 0 $((now_ms + 6 * 3600 * 1000)) $((now_ms + 7 * 3600 * 1000)) >/dev/null
 
-rate() { # redis-benchmark prints "throughput summary: N requests per second"
+rate() { # a fresh campaign per run, so every measurement starts from the same state
+  local tag="rb-$$-$RANDOM"
+  cli EVAL "$(cat coupon-redis/lua/open.lua)" 3 "cpn:{$tag}:meta" "cpn:{$tag}:users" "cpn:{$tag}:ledger" \
+    1000000000 1 0 $((now_ms + 6 * 3600 * 1000)) $((now_ms + 7 * 3600 * 1000)) >/dev/null
+  # redis-benchmark prints "throughput summary: N requests per second"
   redis-benchmark -h "$HOST" -p "$PORT" -n "$N" -c 50 -r 100000000 "$@" \
-    EVALSHA "$SHA" 3 "cpn:{$TAG}:meta" "cpn:{$TAG}:users" "cpn:{$TAG}:ledger" "$now_ms" "u:__rand_int__" -q 2>/dev/null |
-    grep -Eo '[0-9]+([.][0-9]+)? requests per second' | grep -Eo '^[0-9.]+'
+    EVALSHA "$SHA" 3 "cpn:{$tag}:meta" "cpn:{$tag}:users" "cpn:{$tag}:ledger" "$now_ms" "u:__rand_int__" 2>/dev/null |
+    grep -Eo 'throughput summary: [0-9.]+' | grep -Eo '[0-9.]+$'
+  cli UNLINK "cpn:{$tag}:meta" "cpn:{$tag}:users" "cpn:{$tag}:ledger" >/dev/null
 }
 plain=$(rate)
 piped=$(rate -P 16)
-cli DEL "cpn:{$TAG}:meta" "cpn:{$TAG}:users" "cpn:{$TAG}:ledger" >/dev/null
 
 COUPON_TEST_REDIS_URL="redis://$HOST:$PORT/" cargo bench -p coupon-redis --bench gate -- --noplot 2>&1 | tee /tmp/coupon-redis-bench.txt |
   grep -E "^redis_gate|thrpt" || true

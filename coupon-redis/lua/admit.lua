@@ -30,24 +30,40 @@ local limit = tonumber(meta[2])
 local taken = 0
 for i = 2, #ARGV do
   local user = ARGV[i]
-  local held = tonumber(redis.call('HGET', KEYS[2], user) or 0)
-  if held >= limit then
-    out[#out + 1] = 1
-    out[#out + 1] = 0
-    out[#out + 1] = 0
-  elseif stock <= 0 then
-    out[#out + 1] = 2
-    out[#out + 1] = 0
-    out[#out + 1] = 0
+  local nth = 0
+  if stock <= 0 then
+    -- Sold out, unless the user already holds the limit (that answer comes first).
+    if tonumber(redis.call('HGET', KEYS[2], user) or 0) >= limit then
+      out[#out + 1] = 1
+    else
+      out[#out + 1] = 2
+    end
+  elseif limit == 1 then
+    -- The common case in one call: HSETNX both checks and records the holder.
+    if redis.call('HSETNX', KEYS[2], user, 1) == 1 then
+      nth = 1
+    else
+      out[#out + 1] = 1
+    end
   else
+    local held = tonumber(redis.call('HGET', KEYS[2], user) or 0)
+    if held >= limit then
+      out[#out + 1] = 1
+    else
+      nth = held + 1
+      redis.call('HSET', KEYS[2], user, nth)
+    end
+  end
+  if nth > 0 then
     stock = stock - 1
     taken = taken + 1
-    held = held + 1
-    redis.call('HSET', KEYS[2], user, held)
-    redis.call('ZADD', KEYS[3], now, held .. ':' .. user)
+    redis.call('ZADD', KEYS[3], now, nth .. ':' .. user)
     out[#out + 1] = 0
-    out[#out + 1] = held
+    out[#out + 1] = nth
     out[#out + 1] = stock
+  else
+    out[#out + 1] = 0
+    out[#out + 1] = 0
   end
 end
 if taken > 0 then

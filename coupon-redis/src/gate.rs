@@ -327,7 +327,9 @@ impl IssueGate for RedisGate {
     async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
         let keys = self.keys(campaign_id);
         let mut conn = self.conn.clone();
-        let _deleted: u64 = self.run("close", conn.del(&keys.all()[..])).await?;
+        // UNLINK, not DEL: a sold-out campaign's holder hash and ledger hold one entry per
+        // coupon, and freeing them inline would block Redis for far longer than a timeout.
+        let _deleted: u64 = self.run("close", conn.unlink(&keys.all()[..])).await?;
         Ok(())
     }
 }
