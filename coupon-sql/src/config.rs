@@ -1,0 +1,93 @@
+//! [`StoreConfig`] and [`connect`]: choose the backend from the URL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coupon_core::{BackendError, Component, ErrorKind, IssueStore};
+
+/// Where the database is and how to use it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// `postgres://...`, `mysql://...` (also MariaDB) or `sqlite://path` (`sqlite::memory:` works
+    /// with one connection only).
+    pub url: String,
+    /// Pool size (default 10).
+    pub max_connections: u32,
+    /// Longest wait for a pooled connection before failing (default 2 s).
+    pub acquire_timeout: Duration,
+    /// Run the migrations at connect (default true).
+    pub migrate: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://coupons.db".into(),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(2),
+            migrate: true,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// A configuration for `url` with default settings.
+    pub fn from_url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the pool size.
+    pub fn with_max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n.max(1);
+        self
+    }
+
+    /// Sets the acquire timeout.
+    pub fn with_acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Whether to run the migrations at connect.
+    pub fn with_migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+}
+
+/// Connects to the store `config.url` names, by its scheme.
+pub async fn connect(config: &StoreConfig) -> Result<Arc<dyn IssueStore>, BackendError> {
+    let scheme = config.url.split(':').next().unwrap_or_default();
+    match scheme {
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(crate::PgStore::connect(config).await?)),
+        #[cfg(feature = "mysql")]
+        "mysql" | "mariadb" => Ok(Arc::new(crate::MySqlStore::connect(config).await?)),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(crate::SqliteStore::connect(config).await?)),
+        other => Err(BackendError::new(
+            Component::Store,
+            "sql",
+            "connect",
+            ErrorKind::Rejected,
+            format!(
+                "unsupported database URL scheme {other:?}: use postgres://, mysql:// or sqlite:// (with the crate feature of the same name)"
+            ),
+        )),
+    }
+}
+
+/// An error while connecting: nothing was written, so a retry can help unless the
+/// configuration itself is wrong.
+#[allow(dead_code)]
+pub(crate) fn connect_error(backend: &'static str, e: sqlx::Error) -> BackendError {
+    let kind = match &e {
+        sqlx::Error::Configuration(_) | sqlx::Error::InvalidArgument(_) => ErrorKind::Rejected,
+        sqlx::Error::Database(_) => ErrorKind::Rejected,
+        _ => ErrorKind::Unavailable,
+    };
+    BackendError::new(Component::Store, backend, "connect", kind, e.to_string()).with_source(e)
+}

@@ -1,0 +1,53 @@
+//! # coupon-sql
+//!
+//! The [`coupon_core::IssueStore`] on PostgreSQL, MySQL/MariaDB and SQLite with `sqlx`:
+//! the durable source of truth. Features `postgres`, `mysql`, `sqlite` (default) map to
+//! sqlx's features of the same name.
+//!
+//! ```no_run
+//! use coupon_core::IssueStore;
+//! use coupon_sql::{connect, StoreConfig};
+//!
+//! # async fn demo() -> Result<(), coupon_core::BackendError> {
+//! // Runs the migrations of the dialect the URL names, then serves the store.
+//! let store = connect(&StoreConfig::from_url("sqlite://coupons.db?mode=rwc")).await?;
+//! assert_eq!(store.backend(), "sqlite");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - Migrations per dialect in `migrations/<dialect>/`, embedded in the binary and run by
+//!   `connect` (or `PgStore::migrate` and friends). Tables: `coupon_campaigns`,
+//!   `coupon_coupons` with `UNIQUE (campaign_id, user_id, nth)`.
+//! - `record` writes a whole batch in one statement with conflict-ignore and reports per
+//!   event which rows are new; replays change nothing.
+//! - `redeem` is one conditional `UPDATE` (state, validity window and minimum order in the
+//!   `WHERE`), so of concurrent redemptions exactly one wins.
+//! - Queries are checked at run time (`sqlx::query`), so building needs no database.
+
+mod common;
+mod config;
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+pub use config::{StoreConfig, connect};
+#[cfg(feature = "mysql")]
+pub use mysql::MySqlStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PgStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
+
+/// The embedded migrations of each dialect.
+pub mod migrations {
+    #[cfg(feature = "mysql")]
+    pub use crate::mysql::MIGRATOR as MYSQL;
+    #[cfg(feature = "postgres")]
+    pub use crate::postgres::MIGRATOR as POSTGRES;
+    #[cfg(feature = "sqlite")]
+    pub use crate::sqlite::MIGRATOR as SQLITE;
+}

@@ -1,0 +1,375 @@
+//! [`PgStore`]: the store on PostgreSQL.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use coupon_core::{
+    BackendError, Campaign, CampaignId, CampaignState, Coupon, CouponId, IssueEvent, IssueStore, RecordOutcome,
+    RedeemOutcome, Redemption, ReservationKey, UserId,
+};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use uuid::Uuid;
+
+use crate::common::{
+    CampaignColumns, CouponColumns, SettledCampaigns, amount, backend_error, campaign_ids, check_campaign,
+    explain_refusal, plan_batch,
+};
+use crate::config::StoreConfig;
+
+const B: &str = "postgres";
+const CAMPAIGN_COLUMNS: &str = "id, name, total_quantity, per_user_limit, issue_starts_at, issue_ends_at, \
+     valid_until, valid_days, min_order_amount, discount, state, created_at";
+const COUPON_COLUMNS: &str = "id, campaign_id, user_id, nth, issued_at, valid_until, state, redeemed_at, order_id";
+
+/// The migrations for PostgreSQL (`migrations/postgres`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// [`IssueStore`] on PostgreSQL. Batches are written with one `INSERT ... SELECT FROM
+/// UNNEST(...) ON CONFLICT DO NOTHING RETURNING id`, whatever their size.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    campaigns: SettledCampaigns,
+}
+
+impl PgStore {
+    /// Connects as `config` says, running the migrations if it asks.
+    pub async fn connect(config: &StoreConfig) -> Result<Self, BackendError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .connect(&config.url)
+            .await
+            .map_err(|e| crate::config::connect_error(B, e))?;
+        let store = Self::from_pool(pool);
+        if config.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// Wraps an existing pool.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self {
+            pool,
+            campaigns: SettledCampaigns::default(),
+        }
+    }
+
+    /// Runs the migrations (idempotent).
+    pub async fn migrate(&self) -> Result<(), BackendError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "migrate", sqlx::Error::Migrate(Box::new(e))))
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn load_campaigns(&self, ids: &[CampaignId]) -> Result<HashMap<CampaignId, Campaign>, BackendError> {
+        let (mut found, missing) = self.campaigns.split(ids);
+        if !missing.is_empty() {
+            let uuids: Vec<Uuid> = missing.iter().map(|id| *id.as_uuid()).collect();
+            let rows = sqlx::query(const_format("campaigns_by_ids"))
+                .bind(uuids)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| backend_error(B, "record", e))?;
+            let loaded = rows.iter().map(campaign_from_row).collect::<Result<Vec<_>, _>>()?;
+            self.campaigns.remember(loaded.iter().cloned());
+            found.extend(loaded.into_iter().map(|c| (c.id, c)));
+        }
+        Ok(found)
+    }
+}
+
+// Statements that splice the column lists, built once.
+fn const_format(which: &str) -> &'static str {
+    use std::sync::LazyLock;
+    static CAMPAIGNS_BY_IDS: LazyLock<String> =
+        LazyLock::new(|| format!("SELECT {CAMPAIGN_COLUMNS} FROM coupon_campaigns WHERE id = ANY($1)"));
+    static CAMPAIGN: LazyLock<String> =
+        LazyLock::new(|| format!("SELECT {CAMPAIGN_COLUMNS} FROM coupon_campaigns WHERE id = $1"));
+    static SET_STATE: LazyLock<String> = LazyLock::new(|| {
+        format!("UPDATE coupon_campaigns SET state = $2 WHERE id = $1 AND state = ANY($3) RETURNING {CAMPAIGN_COLUMNS}")
+    });
+    static COUPON: LazyLock<String> =
+        LazyLock::new(|| format!("SELECT {COUPON_COLUMNS} FROM coupon_coupons WHERE id = $1"));
+    static COUPONS_OF_USER: LazyLock<String> = LazyLock::new(|| {
+        format!("SELECT {COUPON_COLUMNS} FROM coupon_coupons WHERE user_id = $1 ORDER BY issued_at DESC, id DESC")
+    });
+    static REDEEM: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "UPDATE coupon_coupons SET state = 'redeemed', redeemed_at = $3, order_id = $4 \
+             WHERE id = $1 AND user_id = $2 AND state = 'issued' AND issued_at <= $3 AND valid_until > $3 \
+               AND $5 >= COALESCE((SELECT min_order_amount FROM coupon_campaigns k WHERE k.id = coupon_coupons.campaign_id), 0) \
+             RETURNING {COUPON_COLUMNS}"
+        )
+    });
+    static COUPON_WITH_MIN: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {}, k.min_order_amount FROM coupon_coupons c JOIN coupon_campaigns k ON k.id = c.campaign_id WHERE c.id = $1",
+            COUPON_COLUMNS
+                .split(", ")
+                .map(|c| format!("c.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    });
+    match which {
+        "campaigns_by_ids" => CAMPAIGNS_BY_IDS.as_str(),
+        "campaign" => CAMPAIGN.as_str(),
+        "set_state" => SET_STATE.as_str(),
+        "coupon" => COUPON.as_str(),
+        "coupons_of_user" => COUPONS_OF_USER.as_str(),
+        "redeem" => REDEEM.as_str(),
+        "coupon_with_min" => COUPON_WITH_MIN.as_str(),
+        other => unreachable!("no statement {other}"),
+    }
+}
+
+fn campaign_from_row(row: &PgRow) -> Result<Campaign, BackendError> {
+    let get = || -> Result<CampaignColumns, sqlx::Error> {
+        Ok(CampaignColumns {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            total_quantity: row.try_get("total_quantity")?,
+            per_user_limit: row.try_get("per_user_limit")?,
+            issue_starts_at: row.try_get("issue_starts_at")?,
+            issue_ends_at: row.try_get("issue_ends_at")?,
+            valid_until: row.try_get("valid_until")?,
+            valid_days: row.try_get("valid_days")?,
+            min_order_amount: row.try_get("min_order_amount")?,
+            discount: row.try_get("discount")?,
+            state: row.try_get("state")?,
+            created_at: row.try_get("created_at")?,
+        })
+    };
+    get()
+        .map_err(|e| backend_error(B, "read campaign", e))?
+        .into_campaign(B)
+}
+
+fn coupon_from_row(row: &PgRow) -> Result<Coupon, BackendError> {
+    let get = || -> Result<CouponColumns, sqlx::Error> {
+        Ok(CouponColumns {
+            id: row.try_get("id")?,
+            campaign_id: row.try_get("campaign_id")?,
+            user_id: row.try_get("user_id")?,
+            nth: row.try_get("nth")?,
+            issued_at: row.try_get("issued_at")?,
+            valid_until: row.try_get("valid_until")?,
+            state: row.try_get("state")?,
+            redeemed_at: row.try_get("redeemed_at")?,
+            order_id: row.try_get("order_id")?,
+        })
+    };
+    get().map_err(|e| backend_error(B, "read coupon", e))?.into_coupon(B)
+}
+
+#[async_trait]
+impl IssueStore for PgStore {
+    fn backend(&self) -> &'static str {
+        B
+    }
+
+    async fn create_campaign(&self, campaign: &Campaign) -> Result<(), BackendError> {
+        check_campaign(campaign, B)?;
+        let c = CampaignColumns::from_campaign(campaign);
+        sqlx::query(
+            "INSERT INTO coupon_campaigns (id, name, total_quantity, per_user_limit, issue_starts_at, issue_ends_at, \
+             valid_until, valid_days, min_order_amount, discount, state, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(c.id)
+        .bind(&c.name)
+        .bind(c.total_quantity)
+        .bind(c.per_user_limit)
+        .bind(c.issue_starts_at)
+        .bind(c.issue_ends_at)
+        .bind(c.valid_until)
+        .bind(c.valid_days)
+        .bind(c.min_order_amount)
+        .bind(&c.discount)
+        .bind(&c.state)
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| backend_error(B, "create_campaign", e))?;
+        Ok(())
+    }
+
+    async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, BackendError> {
+        let row = sqlx::query(const_format("campaign"))
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "campaign", e))?;
+        row.as_ref().map(campaign_from_row).transpose()
+    }
+
+    async fn set_campaign_state(
+        &self,
+        id: &CampaignId,
+        state: CampaignState,
+    ) -> Result<Option<Campaign>, BackendError> {
+        let allowed_from: Vec<&str> = [CampaignState::Draft, CampaignState::Open, CampaignState::Closed]
+            .into_iter()
+            .filter(|from| from.can_become(state))
+            .map(CampaignState::as_str)
+            .collect();
+        let row = sqlx::query(const_format("set_state"))
+            .bind(id.as_uuid())
+            .bind(state.as_str())
+            .bind(allowed_from)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "set_campaign_state", e))?;
+        match row {
+            Some(row) => campaign_from_row(&row).map(Some),
+            // Not changed: missing, or the lifecycle refused; report it as it is.
+            None => self.campaign(id).await,
+        }
+    }
+
+    async fn record(&self, events: &[IssueEvent]) -> Result<Vec<RecordOutcome>, BackendError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let campaigns = self.load_campaigns(&campaign_ids(events)).await?;
+        let plan = plan_batch(events, &campaigns);
+        let mut inserted = HashSet::new();
+        if !plan.to_insert.is_empty() {
+            let n = plan.to_insert.len();
+            let (mut ids, mut campaign_ids, mut users, mut nths, mut event_ids, mut issued, mut valid) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for (_, e) in &plan.to_insert {
+                ids.push(*e.coupon_id.as_uuid());
+                campaign_ids.push(*e.campaign_id.as_uuid());
+                users.push(e.user_id.as_str());
+                nths.push(e.nth as i32);
+                event_ids.push(*e.event_id.as_uuid());
+                issued.push(e.issued_at);
+                valid.push(e.valid_until);
+            }
+            let rows: Vec<Uuid> = sqlx::query_scalar(
+                "INSERT INTO coupon_coupons (id, campaign_id, user_id, nth, event_id, issued_at, valid_until) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::uuid[], $6::timestamptz[], $7::timestamptz[]) \
+                 ON CONFLICT DO NOTHING RETURNING id",
+            )
+            .bind(ids)
+            .bind(campaign_ids)
+            .bind(users)
+            .bind(nths)
+            .bind(event_ids)
+            .bind(issued)
+            .bind(valid)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "record", e))?;
+            inserted.extend(rows);
+        }
+        Ok(plan.finish(&inserted))
+    }
+
+    async fn coupon(&self, id: &CouponId) -> Result<Option<Coupon>, BackendError> {
+        let row = sqlx::query(const_format("coupon"))
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "coupon", e))?;
+        row.as_ref().map(coupon_from_row).transpose()
+    }
+
+    async fn coupons_of_user(&self, user_id: &UserId) -> Result<Vec<Coupon>, BackendError> {
+        let rows = sqlx::query(const_format("coupons_of_user"))
+            .bind(user_id.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "coupons_of_user", e))?;
+        rows.iter().map(coupon_from_row).collect()
+    }
+
+    async fn redeem(&self, r: &Redemption) -> Result<RedeemOutcome, BackendError> {
+        let updated = sqlx::query(const_format("redeem"))
+            .bind(r.coupon_id.as_uuid())
+            .bind(r.user_id.as_str())
+            .bind(r.at)
+            .bind(&r.order_id)
+            .bind(amount(r.order_amount))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "redeem", e))?;
+        if let Some(row) = updated {
+            return Ok(RedeemOutcome::Redeemed {
+                coupon: coupon_from_row(&row)?,
+            });
+        }
+        let row = sqlx::query(const_format("coupon_with_min"))
+            .bind(r.coupon_id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "redeem", e))?;
+        let found = match row {
+            Some(row) => {
+                let min: Option<i64> = row
+                    .try_get("min_order_amount")
+                    .map_err(|e| backend_error(B, "redeem", e))?;
+                Some((coupon_from_row(&row)?, min))
+            }
+            None => None,
+        };
+        Ok(explain_refusal(found, r))
+    }
+
+    async fn issued_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupon_coupons WHERE campaign_id = $1")
+            .bind(campaign_id.as_uuid())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "issued_count", e))?;
+        Ok(n as u64)
+    }
+
+    async fn holders(&self, campaign_id: &CampaignId) -> Result<Vec<(UserId, u32)>, BackendError> {
+        let rows: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT user_id, MAX(nth) FROM coupon_coupons WHERE campaign_id = $1 GROUP BY user_id ORDER BY user_id",
+        )
+        .bind(campaign_id.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| backend_error(B, "holders", e))?;
+        crate::common::holders_from_rows(B, rows)
+    }
+
+    async fn stored_keys(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<bool>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let users: Vec<&str> = keys.iter().map(|k| k.user_id.as_str()).collect();
+        let nths: Vec<i32> = keys.iter().map(|k| k.nth as i32).collect();
+        let rows: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT c.user_id, c.nth FROM coupon_coupons c \
+             JOIN UNNEST($2::text[], $3::int4[]) AS k(user_id, nth) ON c.user_id = k.user_id AND c.nth = k.nth \
+             WHERE c.campaign_id = $1",
+        )
+        .bind(campaign_id.as_uuid())
+        .bind(users)
+        .bind(nths)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| backend_error(B, "stored_keys", e))?;
+        Ok(crate::common::mark_stored(keys, rows))
+    }
+}

@@ -1,0 +1,406 @@
+//! [`SqliteStore`]: the store on SQLite, the embedded default.
+
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use coupon_core::{
+    BackendError, Campaign, CampaignId, CampaignState, Coupon, CouponId, IssueEvent, IssueStore, RecordOutcome,
+    RedeemOutcome, Redemption, ReservationKey, UserId,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+use uuid::Uuid;
+
+use crate::common::{
+    CampaignColumns, CouponColumns, SettledCampaigns, amount, backend_error, campaign_ids, check_campaign, corrupt,
+    explain_refusal, plan_batch,
+};
+use crate::config::{StoreConfig, connect_error};
+
+const B: &str = "sqlite";
+const CAMPAIGN_SELECT: &str = "SELECT id, name, total_quantity, per_user_limit, issue_starts_at, issue_ends_at, \
+     valid_until, valid_days, min_order_amount, discount, state, created_at FROM coupon_campaigns";
+const COUPON_COLUMNS: &str = "id, campaign_id, user_id, nth, issued_at, valid_until, state, redeemed_at, order_id";
+/// Rows per INSERT statement (7 parameters each, under SQLite's 32,766 limit).
+const INSERT_CHUNK: usize = 4_000;
+
+/// The migrations for SQLite (`migrations/sqlite`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// [`IssueStore`] on SQLite: WAL journal, a busy timeout, foreign keys on. Times are
+/// stored as integer microseconds so SQL comparisons are numeric.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    campaigns: SettledCampaigns,
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn time(us: i64) -> Result<DateTime<Utc>, BackendError> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| corrupt(B, "read", "timestamp out of range"))
+}
+
+fn opt_time(us: Option<i64>) -> Result<Option<DateTime<Utc>>, BackendError> {
+    us.map(time).transpose()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file `config.url` names, running the
+    /// migrations if it asks.
+    pub async fn connect(config: &StoreConfig) -> Result<Self, BackendError> {
+        let options = SqliteConnectOptions::from_str(&config.url)
+            .map_err(|e| connect_error(B, e))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let in_memory = config.url.contains(":memory:");
+        let pool = SqlitePoolOptions::new()
+            // An in-memory database exists per connection: keep exactly one.
+            .max_connections(if in_memory { 1 } else { config.max_connections })
+            .acquire_timeout(config.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|e| connect_error(B, e))?;
+        let store = Self {
+            pool,
+            campaigns: SettledCampaigns::default(),
+        };
+        if config.migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// Runs the migrations (idempotent).
+    pub async fn migrate(&self) -> Result<(), BackendError> {
+        MIGRATOR
+            .run(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "migrate", sqlx::Error::Migrate(Box::new(e))))
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Every campaign id, oldest first (the embedded server restores open ones at start).
+    pub async fn campaign_ids(&self) -> Result<Vec<CampaignId>, BackendError> {
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM coupon_campaigns ORDER BY created_at")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "campaign_ids", e))?;
+        Ok(ids.into_iter().map(CampaignId::from_uuid).collect())
+    }
+
+    async fn load_campaigns(&self, ids: &[CampaignId]) -> Result<HashMap<CampaignId, Campaign>, BackendError> {
+        let (mut found, missing) = self.campaigns.split(ids);
+        if !missing.is_empty() {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(CAMPAIGN_SELECT);
+            q.push(" WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in &missing {
+                list.push_bind(*id.as_uuid());
+            }
+            list.push_unseparated(")");
+            let rows = q
+                .build()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| backend_error(B, "record", e))?;
+            let loaded = rows.iter().map(campaign_from_row).collect::<Result<Vec<_>, _>>()?;
+            self.campaigns.remember(loaded.iter().cloned());
+            found.extend(loaded.into_iter().map(|c| (c.id, c)));
+        }
+        Ok(found)
+    }
+
+    async fn coupon_with_min(&self, id: &CouponId) -> Result<Option<(Coupon, Option<i64>)>, BackendError> {
+        let row = sqlx::query(
+            "SELECT c.id, c.campaign_id, c.user_id, c.nth, c.issued_at, c.valid_until, c.state, c.redeemed_at, \
+             c.order_id, k.min_order_amount FROM coupon_coupons c JOIN coupon_campaigns k ON k.id = c.campaign_id \
+             WHERE c.id = ?",
+        )
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| backend_error(B, "redeem", e))?;
+        match row {
+            Some(row) => {
+                let min: Option<i64> = row
+                    .try_get("min_order_amount")
+                    .map_err(|e| backend_error(B, "redeem", e))?;
+                Ok(Some((coupon_from_row(&row)?, min)))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+fn campaign_from_row(row: &SqliteRow) -> Result<Campaign, BackendError> {
+    let get = || -> Result<_, sqlx::Error> {
+        Ok((
+            row.try_get::<Uuid, _>("id")?,
+            row.try_get::<String, _>("name")?,
+            row.try_get::<i64, _>("total_quantity")?,
+            row.try_get::<i32, _>("per_user_limit")?,
+            row.try_get::<i64, _>("issue_starts_at")?,
+            row.try_get::<i64, _>("issue_ends_at")?,
+            row.try_get::<Option<i64>, _>("valid_until")?,
+            row.try_get::<Option<i32>, _>("valid_days")?,
+            row.try_get::<Option<i64>, _>("min_order_amount")?,
+            row.try_get::<String, _>("discount")?,
+            row.try_get::<String, _>("state")?,
+            row.try_get::<i64, _>("created_at")?,
+        ))
+    };
+    let (id, name, total, limit, start, end, until, days, min, discount, state, created) =
+        get().map_err(|e| backend_error(B, "read campaign", e))?;
+    CampaignColumns {
+        id,
+        name,
+        total_quantity: total,
+        per_user_limit: limit,
+        issue_starts_at: time(start)?,
+        issue_ends_at: time(end)?,
+        valid_until: opt_time(until)?,
+        valid_days: days,
+        min_order_amount: min,
+        discount,
+        state,
+        created_at: time(created)?,
+    }
+    .into_campaign(B)
+}
+
+fn coupon_from_row(row: &SqliteRow) -> Result<Coupon, BackendError> {
+    let get = || -> Result<_, sqlx::Error> {
+        Ok((
+            row.try_get::<Uuid, _>("id")?,
+            row.try_get::<Uuid, _>("campaign_id")?,
+            row.try_get::<String, _>("user_id")?,
+            row.try_get::<i32, _>("nth")?,
+            row.try_get::<i64, _>("issued_at")?,
+            row.try_get::<i64, _>("valid_until")?,
+            row.try_get::<String, _>("state")?,
+            row.try_get::<Option<i64>, _>("redeemed_at")?,
+            row.try_get::<Option<String>, _>("order_id")?,
+        ))
+    };
+    let (id, campaign_id, user_id, nth, issued, valid, state, redeemed, order_id) =
+        get().map_err(|e| backend_error(B, "read coupon", e))?;
+    CouponColumns {
+        id,
+        campaign_id,
+        user_id,
+        nth,
+        issued_at: time(issued)?,
+        valid_until: time(valid)?,
+        state,
+        redeemed_at: opt_time(redeemed)?,
+        order_id,
+    }
+    .into_coupon(B)
+}
+
+#[async_trait]
+impl IssueStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        B
+    }
+
+    async fn create_campaign(&self, campaign: &Campaign) -> Result<(), BackendError> {
+        check_campaign(campaign, B)?;
+        let c = CampaignColumns::from_campaign(campaign);
+        sqlx::query(
+            "INSERT INTO coupon_campaigns (id, name, total_quantity, per_user_limit, issue_starts_at, issue_ends_at, \
+             valid_until, valid_days, min_order_amount, discount, state, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(c.id)
+        .bind(&c.name)
+        .bind(c.total_quantity)
+        .bind(c.per_user_limit)
+        .bind(micros(c.issue_starts_at))
+        .bind(micros(c.issue_ends_at))
+        .bind(c.valid_until.map(micros))
+        .bind(c.valid_days)
+        .bind(c.min_order_amount)
+        .bind(&c.discount)
+        .bind(&c.state)
+        .bind(micros(c.created_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| backend_error(B, "create_campaign", e))?;
+        Ok(())
+    }
+
+    async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, BackendError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{CAMPAIGN_SELECT} WHERE id = ?")))
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "campaign", e))?;
+        row.as_ref().map(campaign_from_row).transpose()
+    }
+
+    async fn set_campaign_state(
+        &self,
+        id: &CampaignId,
+        state: CampaignState,
+    ) -> Result<Option<Campaign>, BackendError> {
+        let allowed: Vec<&str> = [CampaignState::Draft, CampaignState::Open, CampaignState::Closed]
+            .into_iter()
+            .filter(|from| from.can_become(state))
+            .map(CampaignState::as_str)
+            .collect();
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE coupon_campaigns SET state = ");
+        q.push_bind(state.as_str())
+            .push(" WHERE id = ")
+            .push_bind(*id.as_uuid())
+            .push(" AND state IN (");
+        let mut list = q.separated(", ");
+        for from in allowed {
+            list.push_bind(from);
+        }
+        list.push_unseparated(")");
+        q.build()
+            .execute(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "set_campaign_state", e))?;
+        self.campaign(id).await
+    }
+
+    async fn record(&self, events: &[IssueEvent]) -> Result<Vec<RecordOutcome>, BackendError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let campaigns = self.load_campaigns(&campaign_ids(events)).await?;
+        let plan = plan_batch(events, &campaigns);
+        let mut inserted = HashSet::new();
+        for chunk in plan.to_insert.chunks(INSERT_CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO coupon_coupons (id, campaign_id, user_id, nth, event_id, issued_at, valid_until) ",
+            );
+            q.push_values(chunk, |mut row, (_, e)| {
+                row.push_bind(*e.coupon_id.as_uuid())
+                    .push_bind(*e.campaign_id.as_uuid())
+                    .push_bind(e.user_id.as_str())
+                    .push_bind(e.nth as i32)
+                    .push_bind(*e.event_id.as_uuid())
+                    .push_bind(micros(e.issued_at))
+                    .push_bind(micros(e.valid_until));
+            });
+            q.push(" ON CONFLICT DO NOTHING RETURNING id");
+            let ids: Vec<Uuid> = q
+                .build_query_scalar()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| backend_error(B, "record", e))?;
+            inserted.extend(ids);
+        }
+        Ok(plan.finish(&inserted))
+    }
+
+    async fn coupon(&self, id: &CouponId) -> Result<Option<Coupon>, BackendError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COUPON_COLUMNS} FROM coupon_coupons WHERE id = ?"
+        )))
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| backend_error(B, "coupon", e))?;
+        row.as_ref().map(coupon_from_row).transpose()
+    }
+
+    async fn coupons_of_user(&self, user_id: &UserId) -> Result<Vec<Coupon>, BackendError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COUPON_COLUMNS} FROM coupon_coupons WHERE user_id = ? ORDER BY issued_at DESC, id DESC"
+        )))
+        .bind(user_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| backend_error(B, "coupons_of_user", e))?;
+        rows.iter().map(coupon_from_row).collect()
+    }
+
+    async fn redeem(&self, r: &Redemption) -> Result<RedeemOutcome, BackendError> {
+        let at = micros(r.at);
+        let updated = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE coupon_coupons SET state = 'redeemed', redeemed_at = ?, order_id = ? \
+             WHERE id = ? AND user_id = ? AND state = 'issued' AND issued_at <= ? AND valid_until > ? \
+               AND ? >= COALESCE((SELECT min_order_amount FROM coupon_campaigns k WHERE k.id = coupon_coupons.campaign_id), 0) \
+             RETURNING {COUPON_COLUMNS}"
+        )))
+        .bind(at)
+        .bind(&r.order_id)
+        .bind(r.coupon_id.as_uuid())
+        .bind(r.user_id.as_str())
+        .bind(at)
+        .bind(at)
+        .bind(amount(r.order_amount))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| backend_error(B, "redeem", e))?;
+        if let Some(row) = updated {
+            return Ok(RedeemOutcome::Redeemed {
+                coupon: coupon_from_row(&row)?,
+            });
+        }
+        Ok(explain_refusal(self.coupon_with_min(&r.coupon_id).await?, r))
+    }
+
+    async fn issued_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupon_coupons WHERE campaign_id = ?")
+            .bind(campaign_id.as_uuid())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "issued_count", e))?;
+        Ok(n as u64)
+    }
+
+    async fn holders(&self, campaign_id: &CampaignId) -> Result<Vec<(UserId, u32)>, BackendError> {
+        let rows: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT user_id, MAX(nth) FROM coupon_coupons WHERE campaign_id = ? GROUP BY user_id ORDER BY user_id",
+        )
+        .bind(campaign_id.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| backend_error(B, "holders", e))?;
+        crate::common::holders_from_rows(B, rows)
+    }
+
+    async fn stored_keys(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<bool>, BackendError> {
+        let mut rows: Vec<(String, i32)> = Vec::new();
+        for chunk in keys.chunks(1_000) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT user_id, nth FROM coupon_coupons WHERE campaign_id = ");
+            q.push_bind(*campaign_id.as_uuid()).push(" AND (user_id, nth) IN (");
+            let mut list = q.separated(", ");
+            for k in chunk {
+                list.push("(")
+                    .push_bind_unseparated(k.user_id.as_str())
+                    .push_unseparated(", ");
+                list.push_bind_unseparated(k.nth as i32).push_unseparated(")");
+            }
+            list.push_unseparated(")");
+            rows.extend(
+                q.build_query_as::<(String, i32)>()
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| backend_error(B, "stored_keys", e))?,
+            );
+        }
+        Ok(crate::common::mark_stored(keys, rows))
+    }
+}
