@@ -8,19 +8,37 @@ cd "$(dirname "$0")/.."
 : "${COUPON_TEST_POSTGRES_URL:?run: eval \"\$(scripts/services.sh env)\"}"
 : "${COUPON_TEST_MYSQL_URL:?run: eval \"\$(scripts/services.sh env)\"}"
 ROWS="${COUPON_BENCH_ROWS:-200000}"
+# A fresh database of its own on each server, so every run starts from empty tables.
+PG_ADMIN_URL="$COUPON_TEST_POSTGRES_URL"
+psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS coupon_bench" -c "CREATE DATABASE coupon_bench"
+COUPON_TEST_POSTGRES_URL="${PG_ADMIN_URL%/*}/coupon_bench"
+MY_ADMIN_URL="$COUPON_TEST_MYSQL_URL"
+COUPON_TEST_MYSQL_URL="${MY_ADMIN_URL%/*}/coupon_bench"
+export COUPON_TEST_POSTGRES_URL COUPON_TEST_MYSQL_URL
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
+
+mariadb -h 127.0.0.1 -u root -e "DROP DATABASE IF EXISTS coupon_bench; CREATE DATABASE coupon_bench" 2>/dev/null ||
+  python3 - "$MY_ADMIN_URL" <<'PY' | sh
+import sys, urllib.parse
+u = urllib.parse.urlparse(sys.argv[1])
+print(f"mariadb -h {u.hostname} -P {u.port or 3306} -u {u.username or 'root'} -e 'DROP DATABASE IF EXISTS coupon_bench; CREATE DATABASE coupon_bench'")
+PY
 
 # The bench binary migrates both databases first (and measures record()).
 cargo bench -p coupon-sql --all-features --bench record -- --noplot 2>&1 | tee "$WORK/criterion.txt" | grep -E "^record/|thrpt" || true
 
 CAMPAIGN=$(python3 -c 'import uuid; print(uuid.uuid4())')
 python3 - "$ROWS" "$CAMPAIGN" "$WORK" <<'PY'
-import sys, uuid
+import os, sys, time, uuid
 rows, campaign, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def v7(i):  # time-ordered like the CouponId/EventId (UUID v7) that record() writes
+    ms = int(time.time() * 1000) + i // 1000
+    rand = int.from_bytes(os.urandom(10), "big")
+    return uuid.UUID(int=(ms << 80) | (0x7 << 76) | ((rand >> 64) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1)))
 with open(f"{work}/pg.csv", "w") as pg, open(f"{work}/my.csv", "w") as my:
     for i in range(rows):
-        cid, eid = uuid.uuid4(), uuid.uuid4()
+        cid, eid = v7(i), v7(i)
         pg.write(f"{cid},{campaign},raw{i},1,{eid},2026-01-01 00:00:00+00,2027-01-01 00:00:00+00\n")
         my.write(f"{cid.hex},{uuid.UUID(campaign).hex},raw{i},1,{eid.hex},2026-01-01 00:00:00,2027-01-01 00:00:00\n")
 PY
@@ -56,11 +74,11 @@ thrpt() { # criterion's middle estimate for record/<db>/<batch>, in elements/s
 }
 echo
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(psql --version | head -1); $(mariadb --version | grep -Eo 'Distrib [^,]+')"
-printf '%-10s %12s %12s %12s %14s %8s\n' database "batch 1" "batch 100" "batch 1000" "raw ceiling" "ratio"
+printf '%-10s %12s %12s %12s %14s %8s %16s\n' database "batch 1" "batch 100" "batch 1000" "raw ceiling" "ratio" "1000 x 4 writers"
 for db in postgres mariadb sqlite; do
-  b1=$(thrpt $db 1); b100=$(thrpt $db 100); b1000=$(thrpt $db 1000)
+  b1=$(thrpt $db 1); b100=$(thrpt $db 100); b1000=$(thrpt $db 1000); b4=$(thrpt $db 1000x4)
   case $db in postgres) raw=$pg_raw ;; mariadb) raw=$my_raw ;; *) raw="" ;; esac
   ratio=""
   [ -n "$raw" ] && [ -n "$b1000" ] && ratio=$(python3 -c "print(f'{$b1000 / $raw:.2f}')")
-  printf '%-10s %12s %12s %12s %14s %8s\n' "$db" "$b1/s" "$b100/s" "$b1000/s" "${raw:+$raw/s}" "$ratio"
+  printf '%-10s %12s %12s %12s %14s %8s %16s\n' "$db" "$b1/s" "$b100/s" "$b1000/s" "${raw:+$raw/s}" "$ratio" "$b4/s"
 done

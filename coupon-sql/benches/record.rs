@@ -64,6 +64,7 @@ fn record(c: &mut Criterion) {
         let campaign = campaign();
         rt.block_on(store.create_campaign(&campaign)).unwrap();
         let mut next = 0u64;
+        group.throughput(Throughput::Elements(PER_ITER as u64));
         for batch in [1usize, 100, 1_000] {
             group.bench_with_input(BenchmarkId::new(*name, batch), &batch, |b, &batch| {
                 b.to_async(&rt).iter_batched(
@@ -88,6 +89,37 @@ fn record(c: &mut Criterion) {
                 );
             });
         }
+        // Several recorders (one per partition) writing at once, as deployed.
+        group.throughput(Throughput::Elements((PER_ITER * 4) as u64));
+        group.bench_with_input(BenchmarkId::new(*name, "1000x4"), &4usize, |b, &writers| {
+            b.to_async(&rt).iter_batched(
+                || {
+                    let events: Vec<IssueEvent> = (0..PER_ITER * writers)
+                        .map(|_| {
+                            next += 1;
+                            IssueEvent::new(&campaign, UserId::new(format!("u{next}")).unwrap(), 1, Utc::now())
+                        })
+                        .collect();
+                    events
+                },
+                |events| {
+                    let store = store.clone();
+                    async move {
+                        let tasks: Vec<_> = events
+                            .chunks(PER_ITER)
+                            .map(|part| {
+                                let (store, part) = (store.clone(), part.to_vec());
+                                tokio::spawn(async move { store.record(&part).await.unwrap() })
+                            })
+                            .collect();
+                        for t in tasks {
+                            t.await.unwrap();
+                        }
+                    }
+                },
+                criterion::BatchSize::PerIteration,
+            );
+        });
     }
     group.finish();
 }

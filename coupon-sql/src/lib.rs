@@ -51,3 +51,8 @@ pub mod migrations {
     #[cfg(feature = "sqlite")]
     pub use crate::sqlite::MIGRATOR as SQLITE;
 }
+
+// The README's example is compiled as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -1,0 +1,92 @@
+//! [`KafkaConfig`]: brokers, topics, partition key, timeouts.
+
+use std::time::Duration;
+
+/// Which field of an event keys its Kafka message (and so picks its partition).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PartitionKey {
+    /// By user (the default): a hot campaign spreads over every partition, so all
+    /// recorders of the group share its load. Order across users does not matter:
+    /// each event is independent and the store is idempotent.
+    #[default]
+    User,
+    /// By campaign: keeps each campaign's events in order, but a single hot campaign
+    /// lands on one partition and so on one recorder.
+    Campaign,
+}
+
+/// Configuration of a [`crate::KafkaLog`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port]`.
+    pub brokers: String,
+    /// The topic of issue events (default `coupon-issued`).
+    pub topic: String,
+    /// The dead-letter topic (default `<topic>.dlq`).
+    pub dead_letter_topic: String,
+    /// What keys the messages.
+    pub partition_key: PartitionKey,
+    /// How long a publish may take before it fails (librdkafka `message.timeout.ms`,
+    /// default 5 s): the bound within which `AfterLog` answers or gives up.
+    pub delivery_timeout: Duration,
+    /// How long the producer waits to fill a batch (`linger.ms`, default 1 ms).
+    pub linger: Duration,
+    /// Extra librdkafka settings for producer and consumers (`security.protocol`, ...).
+    pub extra: Vec<(String, String)>,
+}
+
+impl KafkaConfig {
+    /// A configuration for `brokers` and `topic`, defaults elsewhere.
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        let topic = topic.into();
+        Self {
+            brokers: brokers.into(),
+            dead_letter_topic: format!("{topic}.dlq"),
+            topic,
+            partition_key: PartitionKey::default(),
+            delivery_timeout: Duration::from_secs(5),
+            linger: Duration::from_millis(1),
+            extra: Vec::new(),
+        }
+    }
+
+    /// Sets the dead-letter topic.
+    pub fn with_dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter_topic = topic.into();
+        self
+    }
+
+    /// Sets the partition key.
+    pub fn with_partition_key(mut self, key: PartitionKey) -> Self {
+        self.partition_key = key;
+        self
+    }
+
+    /// Sets the delivery timeout.
+    pub fn with_delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.delivery_timeout = timeout;
+        self
+    }
+
+    /// Sets the producer linger.
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Adds a librdkafka setting.
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extra.push((key.into(), value.into()));
+        self
+    }
+
+    pub(crate) fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.extra {
+            c.set(k, v);
+        }
+        c
+    }
+}

@@ -1,0 +1,38 @@
+//! # coupon-kafka
+//!
+//! The [`coupon_core::EventLog`] on Kafka with `rdkafka`: an idempotent `acks=all`
+//! producer whose `publish` returns once the event is durable, consumer-group sources
+//! that commit only after the store write, and a dead-letter topic.
+//!
+//! ```no_run
+//! use coupon_core::{EventLog, IssueEvent};
+//! use coupon_kafka::{ensure_topics, KafkaConfig, KafkaLog};
+//!
+//! # async fn demo(event: IssueEvent) -> Result<(), coupon_core::BackendError> {
+//! let config = KafkaConfig::new("127.0.0.1:9092", "coupon-issued");
+//! ensure_topics(&config, 6, 1).await?; // the topic and coupon-issued.dlq
+//! let log = KafkaLog::new(config)?;
+//! log.publish(&event).await?; // durable once this returns
+//! let mut source = log.subscribe("coupon-recorders").await?;
+//! # let _ = &mut source;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A failed publish says whether the message was certainly not written
+//! (`ErrorKind::Unavailable`: the issuer releases the reservation at once) or possibly
+//! written (`ErrorKind::OutcomeUnknown`: left to the reconciler), from librdkafka's own
+//! per-message persistence status.
+
+mod admin;
+mod config;
+mod errors;
+mod log;
+mod producer;
+mod source;
+
+pub use admin::ensure_topics;
+pub use config::{KafkaConfig, PartitionKey};
+pub use log::KafkaLog;
+pub use producer::Persistence;
+pub use source::KafkaSource;
