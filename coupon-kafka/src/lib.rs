@@ -36,3 +36,8 @@ pub use config::{KafkaConfig, PartitionKey};
 pub use log::KafkaLog;
 pub use producer::Persistence;
 pub use source::KafkaSource;
+
+// The README's example is compiled as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
