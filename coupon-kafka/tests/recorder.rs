@@ -154,3 +154,53 @@ async fn poison_lands_in_the_dead_letter_topic_with_headers_while_the_rest_flow_
     assert!(rejected.header(dead_letter_headers::SOURCE_OFFSET).is_some());
     assert!(rejected.header(dead_letter_headers::SOURCE_PARTITION).is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_recorder_joining_the_group_rebalances_without_losing_anything() {
+    let Some(config) = common::fresh_config().await else {
+        return;
+    };
+    let log = Arc::new(KafkaLog::new(config).unwrap());
+    let store = Arc::new(MemoryStore::new());
+    let c = campaign_in(&store).await;
+    let sent = events(&c, 120);
+    for e in &sent[..60] {
+        log.publish(e).await.unwrap();
+    }
+    // The first member starts alone and owns every partition.
+    let mut a = Recorder::new(log.subscribe("shared").await.unwrap(), store.clone(), recorder_config());
+    let first = a.run_once().await;
+    // A second member joins: the group rebalances while the first is mid-stream.
+    let mut b = Recorder::new(log.subscribe("shared").await.unwrap(), store.clone(), recorder_config());
+    // The rest arrives a few at a time while both members poll, so events keep flowing
+    // through the rebalance and after it.
+    let mut rounds = 0;
+    let (mut got_a, mut got_b) = (first.received, 0);
+    let mut next = 60;
+    while store.issued_count(&c.id).await.unwrap() < sent.len() as u64 && rounds < 80 {
+        for e in sent.iter().skip(next).take(4) {
+            log.publish(e).await.unwrap();
+        }
+        next = (next + 4).min(sent.len());
+        let (ra, rb) = tokio::join!(a.run_once(), b.run_once());
+        got_a += ra.received;
+        got_b += rb.received;
+        rounds += 1;
+    }
+    assert_eq!(
+        store.issued_count(&c.id).await.unwrap(),
+        sent.len() as u64,
+        "nothing lost across the rebalance"
+    );
+    assert!(got_a + got_b >= sent.len(), "redelivery is allowed, loss is not");
+    // Whatever each member committed, together they covered everything: a new member
+    // of the group finds nothing left, or only records the store already has.
+    drop((a, b));
+    let mut late = Recorder::new(log.subscribe("shared").await.unwrap(), store.clone(), recorder_config());
+    let rest = late.run_once().await;
+    assert_eq!(rest.stored, 0, "everything was already stored");
+    println!(
+        "rebalance: first member read {got_a}, second member read {got_b}, late member re-read {}",
+        rest.received
+    );
+}

@@ -8,6 +8,7 @@
 
 pub mod gate;
 pub mod log;
+pub mod model;
 pub mod store;
 mod support;
 
