@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 use coupon_core::{
     BackendError, Campaign, CampaignId, CampaignState, Component, Coupon, CouponId, CouponState, ErrorKind, IssueEvent,
-    NewCampaign, RecordOutcome, RedeemOutcome, Redemption, RejectReason, UserId, Validity,
+    RecordOutcome, RedeemOutcome, Redemption, RejectReason, UserId, Validity,
 };
 use uuid::Uuid;
 
@@ -110,19 +110,9 @@ impl CouponColumns {
     }
 }
 
-/// Checks a campaign before it is stored: the same rules as [`NewCampaign::validate`].
+/// Checks a campaign before it is stored ([`Campaign::validate`]).
 pub(crate) fn check_campaign(c: &Campaign, backend: &'static str) -> Result<(), BackendError> {
-    let as_new = NewCampaign {
-        name: c.name.clone(),
-        total_quantity: c.total_quantity,
-        per_user_limit: c.per_user_limit,
-        issue_starts_at: c.issue_starts_at,
-        issue_ends_at: c.issue_ends_at,
-        validity: c.validity,
-        conditions: c.conditions.clone(),
-        discount: c.discount.clone(),
-    };
-    as_new.validate().map_err(|e| {
+    c.validate().map_err(|e| {
         BackendError::new(
             Component::Store,
             backend,
@@ -133,19 +123,9 @@ pub(crate) fn check_campaign(c: &Campaign, backend: &'static str) -> Result<(), 
     })
 }
 
-/// Why the store refuses `event`, if it does.
+/// Why the store refuses `event`, if it does ([`Campaign::check_event`]).
 pub(crate) fn check_event(event: &IssueEvent, campaign: Option<&Campaign>) -> Result<(), RejectReason> {
-    let campaign = campaign.ok_or(RejectReason::UnknownCampaign)?;
-    if campaign.state == CampaignState::Draft {
-        return Err(RejectReason::CampaignNotOpened);
-    }
-    if event.nth == 0 || event.nth > campaign.per_user_limit {
-        return Err(RejectReason::NthOutOfRange);
-    }
-    if !campaign.in_window(event.issued_at) {
-        return Err(RejectReason::OutsideWindow);
-    }
-    Ok(())
+    campaign.ok_or(RejectReason::UnknownCampaign)?.check_event(event)
 }
 
 /// The plan for a batch: which events to insert, and the outcomes already known
@@ -230,32 +210,24 @@ pub(crate) fn campaign_ids(events: &[IssueEvent]) -> Vec<CampaignId> {
     ids
 }
 
-/// Why a redemption that updated nothing was refused.
+/// Why a redemption that updated nothing was refused ([`Coupon::redemption_refusal`]).
 pub(crate) fn explain_refusal(coupon: Option<(Coupon, Option<i64>)>, r: &Redemption) -> RedeemOutcome {
     let Some((coupon, min_order_amount)) = coupon else {
         return RedeemOutcome::NotFound;
     };
-    if coupon.user_id != r.user_id {
-        return RedeemOutcome::NotFound;
-    }
-    if coupon.state == CouponState::Redeemed {
-        return RedeemOutcome::AlreadyRedeemed;
-    }
-    if r.at < coupon.issued_at {
-        return RedeemOutcome::NotYetValid;
-    }
-    if r.at >= coupon.valid_until {
-        return RedeemOutcome::Expired;
-    }
-    if let Some(min) = min_order_amount
-        && (r.order_amount as i128) < i128::from(min)
-    {
-        return RedeemOutcome::ConditionNotMet {
-            min_order_amount: min.max(0) as u64,
-        };
-    }
+    let min = min_order_amount.map(|m| u64::try_from(m).unwrap_or(0));
     // Everything holds now, so a concurrent redemption won the race.
-    RedeemOutcome::AlreadyRedeemed
+    coupon
+        .redemption_refusal(r, min)
+        .unwrap_or(RedeemOutcome::AlreadyRedeemed)
+}
+
+/// The states a campaign may move to `state` from, as column values.
+pub(crate) fn allowed_from(state: CampaignState) -> Vec<&'static str> {
+    CampaignState::allowed_from(state)
+        .into_iter()
+        .map(CampaignState::as_str)
+        .collect()
 }
 
 /// An order amount as a signed column value (amounts beyond i64 compare as i64::MAX).

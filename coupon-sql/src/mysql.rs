@@ -260,11 +260,7 @@ impl IssueStore for MySqlStore {
         id: &CampaignId,
         state: CampaignState,
     ) -> Result<Option<Campaign>, BackendError> {
-        let allowed: Vec<&str> = [CampaignState::Draft, CampaignState::Open, CampaignState::Closed]
-            .into_iter()
-            .filter(|from| from.can_become(state))
-            .map(CampaignState::as_str)
-            .collect();
+        let allowed = crate::common::allowed_from(state);
         let mut q: QueryBuilder<MySql> = QueryBuilder::new("UPDATE coupon_campaigns SET state = ");
         q.push_bind(state.as_str())
             .push(" WHERE id = ")

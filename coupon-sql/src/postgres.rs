@@ -1,6 +1,7 @@
 //! [`PgStore`]: the store on PostgreSQL.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use coupon_core::{
@@ -74,7 +75,7 @@ impl PgStore {
         let (mut found, missing) = self.campaigns.split(ids);
         if !missing.is_empty() {
             let uuids: Vec<Uuid> = missing.iter().map(|id| *id.as_uuid()).collect();
-            let rows = sqlx::query(const_format("campaigns_by_ids"))
+            let rows = sqlx::query(CAMPAIGNS_BY_IDS.as_str())
                 .bind(uuids)
                 .fetch_all(&self.pool)
                 .await
@@ -88,49 +89,36 @@ impl PgStore {
 }
 
 // Statements that splice the column lists, built once.
-fn const_format(which: &str) -> &'static str {
-    use std::sync::LazyLock;
-    static CAMPAIGNS_BY_IDS: LazyLock<String> =
-        LazyLock::new(|| format!("SELECT {CAMPAIGN_COLUMNS} FROM coupon_campaigns WHERE id = ANY($1)"));
-    static CAMPAIGN: LazyLock<String> =
-        LazyLock::new(|| format!("SELECT {CAMPAIGN_COLUMNS} FROM coupon_campaigns WHERE id = $1"));
-    static SET_STATE: LazyLock<String> = LazyLock::new(|| {
-        format!("UPDATE coupon_campaigns SET state = $2 WHERE id = $1 AND state = ANY($3) RETURNING {CAMPAIGN_COLUMNS}")
-    });
-    static COUPON: LazyLock<String> =
-        LazyLock::new(|| format!("SELECT {COUPON_COLUMNS} FROM coupon_coupons WHERE id = $1"));
-    static COUPONS_OF_USER: LazyLock<String> = LazyLock::new(|| {
-        format!("SELECT {COUPON_COLUMNS} FROM coupon_coupons WHERE user_id = $1 ORDER BY issued_at DESC, id DESC")
-    });
-    static REDEEM: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "UPDATE coupon_coupons SET state = 'redeemed', redeemed_at = $3, order_id = $4 \
-             WHERE id = $1 AND user_id = $2 AND state = 'issued' AND issued_at <= $3 AND valid_until > $3 \
-               AND $5 >= COALESCE((SELECT min_order_amount FROM coupon_campaigns k WHERE k.id = coupon_coupons.campaign_id), 0) \
-             RETURNING {COUPON_COLUMNS}"
-        )
-    });
-    static COUPON_WITH_MIN: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "SELECT {}, k.min_order_amount FROM coupon_coupons c JOIN coupon_campaigns k ON k.id = c.campaign_id WHERE c.id = $1",
-            COUPON_COLUMNS
-                .split(", ")
-                .map(|c| format!("c.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    });
-    match which {
-        "campaigns_by_ids" => CAMPAIGNS_BY_IDS.as_str(),
-        "campaign" => CAMPAIGN.as_str(),
-        "set_state" => SET_STATE.as_str(),
-        "coupon" => COUPON.as_str(),
-        "coupons_of_user" => COUPONS_OF_USER.as_str(),
-        "redeem" => REDEEM.as_str(),
-        "coupon_with_min" => COUPON_WITH_MIN.as_str(),
-        other => unreachable!("no statement {other}"),
-    }
-}
+static CAMPAIGNS_BY_IDS: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {CAMPAIGN_COLUMNS} FROM coupon_campaigns WHERE id = ANY($1)"));
+static CAMPAIGN: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {CAMPAIGN_COLUMNS} FROM coupon_campaigns WHERE id = $1"));
+static SET_STATE: LazyLock<String> = LazyLock::new(|| {
+    format!("UPDATE coupon_campaigns SET state = $2 WHERE id = $1 AND state = ANY($3) RETURNING {CAMPAIGN_COLUMNS}")
+});
+static COUPON: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {COUPON_COLUMNS} FROM coupon_coupons WHERE id = $1"));
+static COUPONS_OF_USER: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {COUPON_COLUMNS} FROM coupon_coupons WHERE user_id = $1 ORDER BY issued_at DESC, id DESC")
+});
+static REDEEM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE coupon_coupons SET state = 'redeemed', redeemed_at = $3, order_id = $4 \
+         WHERE id = $1 AND user_id = $2 AND state = 'issued' AND issued_at <= $3 AND valid_until > $3 \
+           AND $5 >= COALESCE((SELECT min_order_amount FROM coupon_campaigns k WHERE k.id = coupon_coupons.campaign_id), 0) \
+         RETURNING {COUPON_COLUMNS}"
+    )
+});
+static COUPON_WITH_MIN: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, k.min_order_amount FROM coupon_coupons c JOIN coupon_campaigns k ON k.id = c.campaign_id WHERE c.id = $1",
+        COUPON_COLUMNS
+            .split(", ")
+            .map(|c| format!("c.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+});
 
 fn campaign_from_row(row: &PgRow) -> Result<Campaign, BackendError> {
     let get = || -> Result<CampaignColumns, sqlx::Error> {
@@ -204,7 +192,7 @@ impl IssueStore for PgStore {
     }
 
     async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, BackendError> {
-        let row = sqlx::query(const_format("campaign"))
+        let row = sqlx::query(CAMPAIGN.as_str())
             .bind(id.as_uuid())
             .fetch_optional(&self.pool)
             .await
@@ -217,12 +205,8 @@ impl IssueStore for PgStore {
         id: &CampaignId,
         state: CampaignState,
     ) -> Result<Option<Campaign>, BackendError> {
-        let allowed_from: Vec<&str> = [CampaignState::Draft, CampaignState::Open, CampaignState::Closed]
-            .into_iter()
-            .filter(|from| from.can_become(state))
-            .map(CampaignState::as_str)
-            .collect();
-        let row = sqlx::query(const_format("set_state"))
+        let allowed_from = crate::common::allowed_from(state);
+        let row = sqlx::query(SET_STATE.as_str())
             .bind(id.as_uuid())
             .bind(state.as_str())
             .bind(allowed_from)
@@ -284,7 +268,7 @@ impl IssueStore for PgStore {
     }
 
     async fn coupon(&self, id: &CouponId) -> Result<Option<Coupon>, BackendError> {
-        let row = sqlx::query(const_format("coupon"))
+        let row = sqlx::query(COUPON.as_str())
             .bind(id.as_uuid())
             .fetch_optional(&self.pool)
             .await
@@ -293,7 +277,7 @@ impl IssueStore for PgStore {
     }
 
     async fn coupons_of_user(&self, user_id: &UserId) -> Result<Vec<Coupon>, BackendError> {
-        let rows = sqlx::query(const_format("coupons_of_user"))
+        let rows = sqlx::query(COUPONS_OF_USER.as_str())
             .bind(user_id.as_str())
             .fetch_all(&self.pool)
             .await
@@ -302,7 +286,7 @@ impl IssueStore for PgStore {
     }
 
     async fn redeem(&self, r: &Redemption) -> Result<RedeemOutcome, BackendError> {
-        let updated = sqlx::query(const_format("redeem"))
+        let updated = sqlx::query(REDEEM.as_str())
             .bind(r.coupon_id.as_uuid())
             .bind(r.user_id.as_str())
             .bind(r.at)
@@ -316,7 +300,7 @@ impl IssueStore for PgStore {
                 coupon: coupon_from_row(&row)?,
             });
         }
-        let row = sqlx::query(const_format("coupon_with_min"))
+        let row = sqlx::query(COUPON_WITH_MIN.as_str())
             .bind(r.coupon_id.as_uuid())
             .fetch_optional(&self.pool)
             .await

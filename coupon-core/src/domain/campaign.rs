@@ -74,6 +74,15 @@ impl CampaignState {
         }
     }
 
+    /// The states from which the lifecycle allows moving to `to` (what a conditional
+    /// `UPDATE ... WHERE state IN (...)` needs).
+    pub fn allowed_from(to: CampaignState) -> Vec<CampaignState> {
+        [CampaignState::Draft, CampaignState::Open, CampaignState::Closed]
+            .into_iter()
+            .filter(|from| from.can_become(to))
+            .collect()
+    }
+
     /// Whether the lifecycle allows going from `self` to `to` (draft -> open -> closed;
     /// draft -> closed; a repeat of the current state is allowed and changes nothing).
     pub fn can_become(self, to: CampaignState) -> bool {
@@ -247,6 +256,39 @@ impl Campaign {
     pub fn with_min_order(mut self, amount: u64) -> Self {
         self.conditions.min_order_amount = Some(amount);
         self
+    }
+
+    /// Checks the fields with the rules of [`NewCampaign::validate`] (stores call this
+    /// before writing a campaign).
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        NewCampaign {
+            name: self.name.clone(),
+            total_quantity: self.total_quantity,
+            per_user_limit: self.per_user_limit,
+            issue_starts_at: self.issue_starts_at,
+            issue_ends_at: self.issue_ends_at,
+            validity: self.validity,
+            conditions: self.conditions.clone(),
+            discount: self.discount.clone(),
+        }
+        .validate()
+    }
+
+    /// Why a store must refuse `event` for this campaign, if it must: never opened,
+    /// `nth` outside `1..=per_user_limit`, or a time outside the issue window. (Events of a
+    /// campaign closed after admission are accepted: those users were told "issued".)
+    pub fn check_event(&self, event: &super::coupon::IssueEvent) -> Result<(), super::coupon::RejectReason> {
+        use super::coupon::RejectReason;
+        if self.state == CampaignState::Draft {
+            return Err(RejectReason::CampaignNotOpened);
+        }
+        if event.nth == 0 || event.nth > self.per_user_limit {
+            return Err(RejectReason::NthOutOfRange);
+        }
+        if !self.in_window(event.issued_at) {
+            return Err(RejectReason::OutsideWindow);
+        }
+        Ok(())
     }
 
     /// Whether `at` falls inside the issue window.

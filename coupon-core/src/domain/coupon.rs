@@ -75,6 +75,32 @@ impl Coupon {
     }
 }
 
+impl Coupon {
+    /// Why `redemption` cannot redeem this coupon, checked in the order every store
+    /// answers: not the owner (told apart from nothing), already redeemed, not yet valid,
+    /// expired, below the minimum order amount. `None` when it can.
+    pub fn redemption_refusal(&self, redemption: &Redemption, min_order_amount: Option<u64>) -> Option<RedeemOutcome> {
+        if self.user_id != redemption.user_id {
+            return Some(RedeemOutcome::NotFound);
+        }
+        if self.state == CouponState::Redeemed {
+            return Some(RedeemOutcome::AlreadyRedeemed);
+        }
+        if redemption.at < self.issued_at {
+            return Some(RedeemOutcome::NotYetValid);
+        }
+        if redemption.at >= self.valid_until {
+            return Some(RedeemOutcome::Expired);
+        }
+        match min_order_amount {
+            Some(min) if redemption.order_amount < min => {
+                Some(RedeemOutcome::ConditionNotMet { min_order_amount: min })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The current version of [`IssueEvent`]'s schema.
 pub const ISSUE_EVENT_VERSION: u16 = 1;
 

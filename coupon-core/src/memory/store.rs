@@ -31,20 +31,10 @@ struct State {
 
 impl State {
     fn check(&self, event: &IssueEvent) -> Result<(), RejectReason> {
-        let campaign = self
-            .campaigns
+        self.campaigns
             .get(&event.campaign_id)
-            .ok_or(RejectReason::UnknownCampaign)?;
-        if campaign.state == CampaignState::Draft {
-            return Err(RejectReason::CampaignNotOpened);
-        }
-        if event.nth == 0 || event.nth > campaign.per_user_limit {
-            return Err(RejectReason::NthOutOfRange);
-        }
-        if !campaign.in_window(event.issued_at) {
-            return Err(RejectReason::OutsideWindow);
-        }
-        Ok(())
+            .ok_or(RejectReason::UnknownCampaign)?
+            .check_event(event)
     }
 }
 
@@ -150,19 +140,8 @@ impl IssueStore for MemoryStore {
             _ => return Ok(RedeemOutcome::NotFound),
         };
         let coupon = s.coupons.get_mut(&r.coupon_id).expect("checked above");
-        if coupon.state == CouponState::Redeemed {
-            return Ok(RedeemOutcome::AlreadyRedeemed);
-        }
-        if r.at < coupon.issued_at {
-            return Ok(RedeemOutcome::NotYetValid);
-        }
-        if r.at >= coupon.valid_until {
-            return Ok(RedeemOutcome::Expired);
-        }
-        if let Some(min) = min_order_amount
-            && r.order_amount < min
-        {
-            return Ok(RedeemOutcome::ConditionNotMet { min_order_amount: min });
+        if let Some(refusal) = coupon.redemption_refusal(r, min_order_amount) {
+            return Ok(refusal);
         }
         coupon.state = CouponState::Redeemed;
         coupon.redeemed_at = Some(r.at);
