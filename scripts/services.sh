@@ -12,6 +12,7 @@
 #   PostgreSQL        127.0.0.1:${COUPON_POSTGRES_PORT:-5432}     (system service, trust auth, db `test`)
 #   MariaDB           127.0.0.1:${COUPON_MYSQL_PORT:-3306}        (system service, root w/o password, db `test`)
 #   Kafka (tansu)     127.0.0.1:${COUPON_KAFKA_PORT:-9092}        (in-memory storage)
+#   nginx             the binary only (Debian package); tests start their own instances
 #
 # All diagnostics go to stderr; only `env` writes to stdout.
 #
@@ -451,12 +452,30 @@ cluster_urls() {
   (IFS=,; echo "${out[*]}")
 }
 
+nginx_bin() {
+  command -v nginx 2>/dev/null || { [[ -x /usr/sbin/nginx ]] && echo /usr/sbin/nginx; } || true
+}
+
+nginx_up() {
+  if [[ -n "$(nginx_bin)" ]]; then
+    log "nginx: $(nginx_bin) present (reused; tests start their own instances)"
+    return 0
+  fi
+  # The package's start script is refused in containers without an init; the tests
+  # run nginx themselves on their own ports, so that is fine.
+  apt_install nginx
+  [[ -n "$(nginx_bin)" ]] || die "nginx: installed, but no nginx binary found"
+}
+
 cmd_env() {
   echo "export COUPON_TEST_REDIS_URL=redis://$HOST:$REDIS_PORT/"
   echo "export COUPON_TEST_REDIS_CLUSTER_URLS=$(cluster_urls)"
   echo "export COUPON_TEST_POSTGRES_URL=postgres://$PG_USER@$HOST:$PG_PORT/test"
   echo "export COUPON_TEST_MYSQL_URL=mysql://root@$HOST:$MYSQL_PORT/test"
   echo "export COUPON_TEST_KAFKA_BROKERS=$HOST:$KAFKA_PORT"
+  local nginx
+  nginx="$(nginx_bin)"
+  [[ -z "$nginx" ]] || echo "export COUPON_TEST_NGINX=$nginx"
 }
 
 status_lines() { # prints lines, returns 1 if anything is down
@@ -495,6 +514,11 @@ status_lines() { # prints lines, returns 1 if anything is down
   else
     echo "kafka          down  $HOST:$KAFKA_PORT"; rc=1
   fi
+  if [[ -n "$(nginx_bin)" ]]; then
+    echo "nginx          up    $(nginx_bin) (binary)"
+  else
+    echo "nginx          down  (not installed)"; rc=1
+  fi
   return $rc
 }
 
@@ -506,6 +530,7 @@ cmd_up() {
   timed postgres postgres_up
   timed mariadb mariadb_up
   timed kafka kafka_up
+  timed nginx nginx_up
   log "all services up in $((SECONDS - t0))s (state dir: $STATE_DIR)"
   local l
   for l in "${STEP_TIMES[@]}"; do log "  step $l"; done

@@ -26,6 +26,10 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+step "cargo build --bins"
+# The end-to-end tests run the server and consumer binaries as real processes.
+cargo build --workspace --bins --all-features
+
 step "cargo nextest run"
 cargo nextest run --workspace --all-features "$@"
 

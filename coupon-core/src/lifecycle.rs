@@ -112,6 +112,14 @@ impl CampaignService {
         Ok(out)
     }
 
+    /// Syncs every open campaign the store knows ([`IssueStore::open_campaigns`]); what
+    /// a server with an in-memory gate runs at start, so the gate again knows who holds
+    /// a coupon and how much stock is left.
+    pub async fn restore_all_open(&self) -> Result<Vec<(CampaignId, SyncReport)>, Error> {
+        let ids = self.store.open_campaigns().await?;
+        self.restore_open(&ids).await
+    }
+
     /// Counts across gate and store.
     pub async fn counts(&self, id: &CampaignId) -> Result<CampaignCounts, Error> {
         let campaign = self.get(id).await?;

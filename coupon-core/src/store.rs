@@ -38,6 +38,10 @@ pub trait IssueStore: Send + Sync + 'static {
     /// events are [`RecordOutcome::Rejected`] and write nothing, while the rest are stored.
     async fn record(&self, events: &[IssueEvent]) -> Result<Vec<RecordOutcome>, BackendError>;
 
+    /// Ids of every campaign in state [`CampaignState::Open`], oldest first (a server
+    /// with an in-memory gate restores these at start).
+    async fn open_campaigns(&self) -> Result<Vec<CampaignId>, BackendError>;
+
     /// Reads a coupon.
     async fn coupon(&self, id: &CouponId) -> Result<Option<Coupon>, BackendError>;
 

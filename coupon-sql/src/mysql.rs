@@ -339,6 +339,15 @@ impl IssueStore for MySqlStore {
         Ok(explain_refusal(found, r))
     }
 
+    async fn open_campaigns(&self) -> Result<Vec<CampaignId>, BackendError> {
+        let ids: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM coupon_campaigns WHERE state = 'open' ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| backend_error(B, "open_campaigns", e))?;
+        Ok(ids.into_iter().map(CampaignId::from_uuid).collect())
+    }
+
     async fn issued_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupon_coupons WHERE campaign_id = ?")
             .bind(campaign_id.as_uuid())

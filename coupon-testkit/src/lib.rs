@@ -36,16 +36,19 @@ pub enum Service {
     Mysql,
     /// A Kafka-protocol broker: `host:port[,host:port]`.
     Kafka,
+    /// The `nginx` binary (tests start their own instances): its path.
+    Nginx,
 }
 
 impl Service {
     /// Every service.
-    pub const ALL: [Service; 5] = [
+    pub const ALL: [Service; 6] = [
         Service::Redis,
         Service::RedisCluster,
         Service::Postgres,
         Service::Mysql,
         Service::Kafka,
+        Service::Nginx,
     ];
 
     /// The environment variable holding its address.
@@ -56,6 +59,7 @@ impl Service {
             Service::Postgres => "COUPON_TEST_POSTGRES_URL",
             Service::Mysql => "COUPON_TEST_MYSQL_URL",
             Service::Kafka => "COUPON_TEST_KAFKA_BROKERS",
+            Service::Nginx => "COUPON_TEST_NGINX",
         }
     }
 }
@@ -68,6 +72,7 @@ impl fmt::Display for Service {
             Service::Postgres => "PostgreSQL",
             Service::Mysql => "MySQL/MariaDB",
             Service::Kafka => "Kafka",
+            Service::Nginx => "nginx",
         })
     }
 }
@@ -145,6 +150,7 @@ mod docker {
             Service::Mysql => &MYSQL,
             Service::Kafka => &KAFKA,
             Service::RedisCluster => return Err("testcontainers has no Redis Cluster image here".into()),
+            Service::Nginx => return Err("nginx is a local binary, not a container".into()),
         };
         cell.get_or_init(|| async move {
             match service {
@@ -160,7 +166,7 @@ mod docker {
                 Service::Kafka => run(kafka::apache::Kafka::default(), kafka::apache::KAFKA_PORT.as_u16())
                     .await
                     .map(|(h, p)| format!("{h}:{p}")),
-                Service::RedisCluster => unreachable!(),
+                Service::RedisCluster | Service::Nginx => unreachable!(),
             }
         })
         .await

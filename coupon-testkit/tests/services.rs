@@ -108,3 +108,18 @@ fn every_service_has_its_own_variable() {
     assert_eq!(vars.len(), Service::ALL.len());
     assert!(Service::ALL.iter().all(|s| s.env_var().starts_with("COUPON_TEST_")));
 }
+
+#[tokio::test]
+async fn nginx_runs() {
+    let Some(nginx) = service(Service::Nginx).await else {
+        return;
+    };
+    let out = tokio::process::Command::new(&nginx)
+        .arg("-v")
+        .output()
+        .await
+        .expect("nginx starts");
+    assert!(out.status.success(), "{nginx} -v failed");
+    let version = String::from_utf8_lossy(&out.stderr);
+    assert!(version.contains("nginx/"), "{version}");
+}

@@ -62,13 +62,25 @@ pub async fn campaign_state_follows_lifecycle(store: Arc<dyn IssueStore>) {
         let store = store.clone();
         async move { store.set_campaign_state(&c.id, s).await.unwrap().unwrap().state }
     };
+    assert!(
+        !store.open_campaigns().await.unwrap().contains(&c.id),
+        "a draft is not open"
+    );
     assert_eq!(set(CampaignState::Open).await, CampaignState::Open);
+    assert!(
+        store.open_campaigns().await.unwrap().contains(&c.id),
+        "listed once open"
+    );
     assert_eq!(
         set(CampaignState::Draft).await,
         CampaignState::Open,
         "refused: stays open"
     );
     assert_eq!(set(CampaignState::Closed).await, CampaignState::Closed);
+    assert!(
+        !store.open_campaigns().await.unwrap().contains(&c.id),
+        "no longer listed once closed"
+    );
     assert_eq!(
         set(CampaignState::Open).await,
         CampaignState::Closed,

@@ -70,6 +70,17 @@ impl IssueStore for MemoryStore {
         Ok(self.state.read().expect("store lock").campaigns.get(id).cloned())
     }
 
+    async fn open_campaigns(&self) -> Result<Vec<CampaignId>, BackendError> {
+        let s = self.state.read().expect("store lock");
+        let mut open: Vec<&Campaign> = s
+            .campaigns
+            .values()
+            .filter(|c| c.state == CampaignState::Open)
+            .collect();
+        open.sort_by_key(|c| (c.created_at, c.id));
+        Ok(open.into_iter().map(|c| c.id).collect())
+    }
+
     async fn set_campaign_state(
         &self,
         id: &CampaignId,

@@ -1,0 +1,106 @@
+//! Which gate, log and store to run, from the configuration.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use coupon_core::memory::{MemoryGate, MemoryLog, MemoryStore};
+use coupon_core::{BatchConfig, BatchingGate, EventLog, IssueGate, IssueStore};
+use coupon_kafka::{KafkaConfig, KafkaLog, ensure_topics};
+use coupon_redis::{RedisGate, RedisGateConfig};
+use coupon_sql::StoreConfig;
+
+use crate::config::ServerConfig;
+
+/// The three backends of one server.
+pub struct Backends {
+    /// The gate.
+    pub gate: Arc<dyn IssueGate>,
+    /// Whether the gate lives in this process (and must be restored from the store at start).
+    pub gate_in_memory: bool,
+    /// The event log.
+    pub log: Arc<dyn EventLog>,
+    /// The Kafka log, when that is the log (to flush at shutdown).
+    pub kafka: Option<Arc<KafkaLog>>,
+    /// The store.
+    pub store: Arc<dyn IssueStore>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("gate", &self.gate.backend())
+            .field("log", &self.log.backend())
+            .field("store", &self.store.backend())
+            .finish()
+    }
+}
+
+impl Backends {
+    /// Everything in process memory (tests and throwaway demos; nothing survives a restart).
+    pub fn in_memory() -> Self {
+        Self {
+            gate: Arc::new(MemoryGate::new()),
+            gate_in_memory: true,
+            log: Arc::new(MemoryLog::new()),
+            kafka: None,
+            store: Arc::new(MemoryStore::new()),
+        }
+    }
+
+    /// Connects what `config` names; what it leaves unset runs in process (the
+    /// embedded default: memory gate and log, SQLite store).
+    pub async fn connect(config: &ServerConfig) -> anyhow::Result<Self> {
+        let store = coupon_sql::connect(&StoreConfig::from_url(config.database_url.clone()))
+            .await
+            .with_context(|| format!("connecting the store {}", redact(&config.database_url)))?;
+        let (gate, gate_in_memory): (Arc<dyn IssueGate>, bool) = match &config.redis_url {
+            Some(url) => {
+                let gate_config = RedisGateConfig::from_url(url).context("COUPON_REDIS_URL")?;
+                let redis: Arc<dyn IssueGate> = Arc::new(
+                    RedisGate::connect(gate_config)
+                        .await
+                        .with_context(|| format!("connecting the Redis gate {url}"))?,
+                );
+                let gate = if config.gate_batching {
+                    Arc::new(BatchingGate::new(redis, BatchConfig::default()))
+                } else {
+                    redis
+                };
+                (gate, false)
+            }
+            None => (Arc::new(MemoryGate::new()), true),
+        };
+        let (log, kafka): (Arc<dyn EventLog>, _) = match &config.kafka_brokers {
+            Some(brokers) => {
+                let kafka_config = KafkaConfig::new(brokers.clone(), config.kafka_topic.clone());
+                ensure_topics(&kafka_config, config.kafka_partitions, 1)
+                    .await
+                    .with_context(|| format!("creating the topic {} on {brokers}", config.kafka_topic))?;
+                let kafka = Arc::new(KafkaLog::new(kafka_config).context("creating the Kafka producer")?);
+                (kafka.clone(), Some(kafka))
+            }
+            None => (Arc::new(MemoryLog::new()), None),
+        };
+        Ok(Self {
+            gate,
+            gate_in_memory,
+            log,
+            kafka,
+            store,
+        })
+    }
+}
+
+/// `url` without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,213 @@
+//! Configuration from flags and `COUPON_*` environment variables.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use coupon_core::AckMode;
+
+/// The secret `--dev` uses. Anyone can read it here: never use it in production.
+pub const DEV_JWT_SECRET: &str = "coupon-dev-secret-do-not-use-in-production";
+
+/// `coupon-server`: first-come coupon issuance over HTTP.
+#[derive(Debug, Parser)]
+#[command(name = "coupon-server", version, about)]
+pub struct Cli {
+    /// What to do; serving is the default.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// How to serve (also used when no subcommand is given).
+    #[command(flatten)]
+    pub serve: ServerConfig,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve HTTP (the default).
+    Serve,
+    /// Print a signed token for local use (HS256, the same secret as the server).
+    Token(TokenArgs),
+}
+
+/// `coupon-server token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The user id (`sub`).
+    #[arg(long, default_value = "alice")]
+    pub sub: String,
+    /// `admin` for the admin routes.
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_secs: u64,
+}
+
+/// The server's settings.
+#[derive(Debug, Clone, Args)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    #[arg(long, env = "COUPON_LISTEN", default_value = "127.0.0.1:8080", global = true)]
+    pub listen: SocketAddr,
+
+    /// HS256 secret for user and admin tokens. Required unless `--dev`.
+    #[arg(long, env = "COUPON_JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Development mode: without `COUPON_JWT_SECRET`, use the published development
+    /// secret. Never in production.
+    #[arg(long, env = "COUPON_DEV", global = true)]
+    pub dev: bool,
+
+    /// Redis gate: `redis://host:port`, or a comma-separated list of cluster nodes.
+    /// Unset: the in-memory gate, restored from the store at start.
+    #[arg(long, env = "COUPON_REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+
+    /// Kafka bootstrap brokers. Unset: the in-memory log with the recorder in-process.
+    #[arg(long, env = "COUPON_KAFKA_BROKERS", global = true)]
+    pub kafka_brokers: Option<String>,
+
+    /// The issue-event topic (its dead-letter topic is `<topic>.dlq`).
+    #[arg(long, env = "COUPON_KAFKA_TOPIC", default_value = "coupon-issued", global = true)]
+    pub kafka_topic: String,
+
+    /// Partitions to create the topic with when it does not exist.
+    #[arg(long, env = "COUPON_KAFKA_PARTITIONS", default_value_t = 6, global = true)]
+    pub kafka_partitions: i32,
+
+    /// The consumer group of the recorders (the reconciler reads its committed position).
+    #[arg(
+        long,
+        env = "COUPON_CONSUMER_GROUP",
+        default_value = "coupon-recorder",
+        global = true
+    )]
+    pub consumer_group: String,
+
+    /// The store: `postgres://`, `mysql://` or `sqlite://`.
+    #[arg(
+        long,
+        env = "COUPON_DATABASE_URL",
+        default_value = "sqlite://coupon.db?mode=rwc",
+        global = true
+    )]
+    pub database_url: String,
+
+    /// When a user hears "issued": `after-log`, `after-gate` or `after-store`.
+    /// Default: `after-log` with Kafka, `after-store` without (an in-memory log
+    /// would lose acknowledged coupons on a crash).
+    #[arg(long, env = "COUPON_ACK", value_parser = parse_ack, global = true)]
+    pub ack: Option<AckMode>,
+
+    /// Requests per second for the whole server; 0 turns the limit off.
+    #[arg(long, env = "COUPON_RATE_LIMIT", default_value_t = 0, global = true)]
+    pub rate_limit: u32,
+
+    /// Requests per second per user; 0 turns the limit off.
+    #[arg(long, env = "COUPON_USER_RATE_LIMIT", default_value_t = 10, global = true)]
+    pub user_rate_limit: u32,
+
+    /// Coalesce concurrent admissions into one gate call (Redis only).
+    #[arg(long, env = "COUPON_GATE_BATCHING", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub gate_batching: bool,
+
+    /// Seconds between reconciler passes over open campaigns; 0 turns it off.
+    #[arg(long, env = "COUPON_RECONCILE_SECS", default_value_t = 30, global = true)]
+    pub reconcile_secs: u64,
+
+    /// Seconds an admission may stay unconfirmed before the reconciler may release it.
+    #[arg(long, env = "COUPON_RECONCILE_GRACE_SECS", default_value_t = 60, global = true)]
+    pub reconcile_grace_secs: u64,
+
+    /// Longest wait for the log (or store) acknowledgement, in milliseconds.
+    #[arg(long, env = "COUPON_ACK_TIMEOUT_MS", default_value_t = 5_000, global = true)]
+    pub ack_timeout_ms: u64,
+}
+
+fn parse_ack(s: &str) -> Result<AckMode, String> {
+    s.parse().map_err(|e: coupon_core::ValidationError| e.to_string())
+}
+
+impl ServerConfig {
+    /// The settings with every flag at its default and nothing read from the
+    /// environment (what tests start from).
+    pub fn defaults() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("literal address"),
+            jwt_secret: None,
+            dev: false,
+            redis_url: None,
+            kafka_brokers: None,
+            kafka_topic: "coupon-issued".into(),
+            kafka_partitions: 6,
+            consumer_group: "coupon-recorder".into(),
+            database_url: "sqlite://coupon.db?mode=rwc".into(),
+            ack: None,
+            rate_limit: 0,
+            user_rate_limit: 10,
+            gate_batching: true,
+            reconcile_secs: 30,
+            reconcile_grace_secs: 60,
+            ack_timeout_ms: 5_000,
+        }
+    }
+
+    /// The JWT secret to use: the configured one, or the development secret with
+    /// `--dev`; an error naming the fix otherwise.
+    pub fn secret(&self) -> anyhow::Result<String> {
+        match (&self.jwt_secret, self.dev) {
+            (Some(s), _) if !s.is_empty() => Ok(s.clone()),
+            (_, true) => Ok(DEV_JWT_SECRET.to_owned()),
+            _ => anyhow::bail!(
+                "COUPON_JWT_SECRET is not set. Set it (or --jwt-secret) to the HS256 secret your tokens are \
+                 signed with, or pass --dev to use the published development secret for local use only."
+            ),
+        }
+    }
+
+    /// The acknowledgement mode in effect.
+    pub fn ack_mode(&self) -> AckMode {
+        self.ack.unwrap_or(if self.kafka_brokers.is_some() {
+            AckMode::AfterLog
+        } else {
+            AckMode::AfterStore
+        })
+    }
+
+    /// The acknowledgement timeout.
+    pub fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.ack_timeout_ms)
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+}
+
+/// SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}

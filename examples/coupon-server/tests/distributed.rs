@@ -1,0 +1,121 @@
+//! The distributed setup end to end, with real processes: the server binary and two
+//! consumer processes over the Redis Cluster, the Kafka-protocol broker and
+//! PostgreSQL (and MariaDB). A flash sale of 5,000 among 20,000 users (some
+//! retrying, 128 in flight), then I1-I3 against the database, a redemption race and
+//! an SSE `stored` event.
+
+mod support;
+
+use std::path::Path;
+
+use coupon_testkit::{Service, service, unique_name};
+use support::{
+    Client, Proc, SECRET, check_invariants, flash_sale, free_port, redemption_race, sibling_binary, stored_rows,
+    temp_dir, wait_for_count, wait_for_event,
+};
+
+const STOCK: u64 = 5_000;
+const USERS: usize = 20_000;
+
+async fn scenario(database: Service) {
+    let (Some(redis), Some(kafka), Some(db)) = (
+        service(Service::RedisCluster).await,
+        service(Service::Kafka).await,
+        service(database).await,
+    ) else {
+        return;
+    };
+    let dir = temp_dir("coupon-distributed");
+    let topic = unique_name("e2e-issued");
+    let group = unique_name("e2e-recorder");
+    let shared = [
+        ("COUPON_KAFKA_BROKERS", kafka.clone()),
+        ("COUPON_KAFKA_TOPIC", topic.clone()),
+        ("COUPON_KAFKA_PARTITIONS", "4".to_owned()),
+        ("COUPON_CONSUMER_GROUP", group.clone()),
+        ("COUPON_DATABASE_URL", db.clone()),
+        ("COUPON_REDIS_URL", redis.clone()),
+    ];
+    let port = free_port();
+    let mut server_env = shared.to_vec();
+    server_env.extend([
+        ("COUPON_LISTEN", format!("127.0.0.1:{port}")),
+        ("COUPON_JWT_SECRET", SECRET.to_owned()),
+        ("COUPON_USER_RATE_LIMIT", "0".to_owned()),
+    ]);
+    let mut server = Proc::start(
+        Path::new(env!("CARGO_BIN_EXE_coupon-server")),
+        "server",
+        &dir,
+        &server_env,
+    );
+    let client = Client::new(port);
+    client.wait_ready(&mut server).await;
+    let consumer = sibling_binary("coupon-consumer");
+    let consumers = [
+        Proc::start(&consumer, "consumer-1", &dir, &shared),
+        Proc::start(&consumer, "consumer-2", &dir, &shared),
+    ];
+
+    let campaign = client.open_campaign(STOCK).await;
+    // One early coupon with an SSE client waiting for it to be stored by a consumer.
+    let early = client.token("sse-user", None);
+    let (status, body) = client.issue(&campaign, &early).await;
+    assert_eq!(status, 201, "{body}");
+    let early_coupon = body["coupon_id"].as_str().unwrap().to_owned();
+    let sse = {
+        let client = client.clone();
+        let coupon = early_coupon.clone();
+        tokio::spawn(async move { wait_for_event(&client, &coupon, &early, "stored").await })
+    };
+
+    let mut sale = flash_sale(&client, &campaign, "dist", USERS, 10, 128).await;
+    println!("distributed sale over {database}: {:?}", sale.answers);
+    sale.issued.insert("sse-user".into(), early_coupon.clone());
+    assert_eq!(sale.issued.len() as u64, STOCK, "{:?}", sale.answers);
+    assert_eq!(
+        sale.count("409 already_issued") + sale.count("410 sold_out") + STOCK - 1,
+        (USERS + USERS / 10) as u64
+    );
+
+    let data = sse.await.unwrap();
+    assert!(data.contains(&early_coupon), "{data}");
+
+    let stored = wait_for_count(STOCK, || async { stored_rows(&db, &campaign).await.len() as u64 }).await;
+    assert_eq!(
+        stored,
+        STOCK,
+        "the consumers stored every coupon; logs: {}",
+        consumers[0].tail()
+    );
+    check_invariants(STOCK, &sale, &stored_rows(&db, &campaign).await);
+
+    let (user, coupon) = sale.issued.iter().find(|(u, _)| u.as_str() != "sse-user").unwrap();
+    let statuses = redemption_race(&client, coupon, &client.token(user, None), 24).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 409), "{statuses:?}");
+
+    let (status, view) = client
+        .send(reqwest::Method::GET, &format!("/v1/campaigns/{campaign}"), None, None)
+        .await;
+    assert_eq!(
+        (status, view["remaining"].as_u64(), view["stored"].as_u64()),
+        (200, Some(0), Some(STOCK)),
+        "{view}"
+    );
+
+    server.terminate().await;
+    for c in consumers {
+        c.terminate().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_distributed_over_postgres() {
+    scenario(Service::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2e_distributed_over_mariadb() {
+    scenario(Service::Mysql).await;
+}

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Reproduces BENCHMARKS.md: against the distributed setup (coupon-server + 2
+# coupon-consumer over Redis, Kafka (tansu) and PostgreSQL), for each acknowledgement
+# mode: the seed's k6 scenario (2,800 requests/s for 60 s, at most 3,000 in flight,
+# 100,000 coupons) and a search for the highest constant rate with p99 < 10 ms; beside
+# them, in the same run, the machine's ceilings: wrk against the same server's
+# /healthz and redis-benchmark driving the gate's admit.lua.
+#
+#   scripts/bench-server.sh                     # everything (~15 minutes)
+#   COUPON_BENCH_MODES=after-log scripts/bench-server.sh
+#
+# Results: one JSON per run in $COUPON_BENCH_OUT (default /tmp/coupon-bench) and a
+# table on stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT="${COUPON_BENCH_OUT:-/tmp/coupon-bench}"
+MODES="${COUPON_BENCH_MODES:-after-log after-gate after-store}"
+STEPS="${COUPON_BENCH_STEPS:-1000 2000 3000 4000 5000 6000 8000 10000}"
+STEP_DURATION="${COUPON_BENCH_STEP_DURATION:-10s}"
+SEED_DURATION="${COUPON_BENCH_SEED_DURATION:-60s}"
+SEED="${COUPON_BENCH_SEED:-1}" # 0 skips the seed scenario
+PORT="${COUPON_BENCH_PORT:-18080}"
+SECRET=bench-secret
+mkdir -p "$OUT"
+
+scripts/services.sh up
+eval "$(scripts/services.sh env)"
+# One campaign lives in one hash slot, so on a cluster it is served by one node: the
+# standalone Redis is the same per-campaign ceiling, and redis-benchmark can drive it.
+REDIS_URL="${COUPON_BENCH_REDIS_URL:-$COUPON_TEST_REDIS_URL}"
+DATABASE_URL="${COUPON_BENCH_DATABASE_URL:-$COUPON_TEST_POSTGRES_URL}"
+cargo build --release -p coupon-server -p coupon-consumer -p coupon-loadgen
+BIN=target/release
+PIDS=()
+
+start_stack() { # $1 = ack mode
+  local topic="bench-$1-$RANDOM$RANDOM"
+  export COUPON_JWT_SECRET=$SECRET COUPON_REDIS_URL=$REDIS_URL COUPON_KAFKA_BROKERS=$COUPON_TEST_KAFKA_BROKERS \
+    COUPON_KAFKA_TOPIC=$topic COUPON_CONSUMER_GROUP="$topic-recorder" COUPON_DATABASE_URL=$DATABASE_URL \
+    COUPON_USER_RATE_LIMIT=0 COUPON_RATE_LIMIT=0 COUPON_LISTEN=127.0.0.1:$PORT COUPON_ACK=$1 RUST_LOG=warn
+  "$BIN/coupon-server" >"$OUT/server-$1.log" 2>&1 &
+  PIDS=($!)
+  for i in 1 2; do
+    "$BIN/coupon-consumer" >"$OUT/consumer-$1-$i.log" 2>&1 &
+    PIDS+=($!)
+  done
+  for _ in $(seq 1 300); do
+    curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  curl -fs "http://127.0.0.1:$PORT/readyz" >/dev/null || { echo "server not ready; see $OUT/server-$1.log" >&2; exit 1; }
+  # Warm-up, not measured: the topic's first writes and the consumers joining their
+  # group (a rebalance) stall the first seconds of a fresh stack.
+  loadgen --mode rate --rate 500 --duration 5s --stock 1000000 --wait-stored 60s >"$OUT/warmup-$1.json" || true
+}
+
+stop_stack() {
+  kill -TERM "${PIDS[@]}" 2>/dev/null || true
+  wait "${PIDS[@]}" 2>/dev/null || true
+  PIDS=()
+}
+trap stop_stack EXIT
+
+loadgen() { "$BIN/coupon-loadgen" --url "http://127.0.0.1:$PORT" --secret "$SECRET" --json --quiet "$@"; }
+field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, d))" "$@"; }
+
+# Ceilings, measured in this run.
+start_stack after-log
+wrk -t2 -c256 -d10s "http://127.0.0.1:$PORT/healthz" >"$OUT/wrk-healthz.txt"
+WRK=$(awk '/Requests\/sec/ {print $2}' "$OUT/wrk-healthz.txt")
+stop_stack
+RB_HOST=$(sed -E 's#redis://([^:/]+):([0-9]+).*#\1#' <<<"$REDIS_URL")
+RB_PORT=$(sed -E 's#redis://([^:/]+):([0-9]+).*#\2#' <<<"$REDIS_URL")
+SHA=$(redis-cli -h "$RB_HOST" -p "$RB_PORT" SCRIPT LOAD "$(cat coupon-redis/lua/admit.lua)")
+now_ms=$(($(date +%s%N) / 1000000))
+tag="bench-$RANDOM"
+redis-cli -h "$RB_HOST" -p "$RB_PORT" EVAL "$(cat coupon-redis/lua/open.lua)" 3 "cpn:{$tag}:meta" "cpn:{$tag}:users" \
+  "cpn:{$tag}:ledger" 1000000000 1 0 $((now_ms + 6 * 3600 * 1000)) $((now_ms + 7 * 3600 * 1000)) >/dev/null
+REDIS_RATE=$(redis-benchmark -h "$RB_HOST" -p "$RB_PORT" -n 300000 -c 50 -r 100000000 EVALSHA "$SHA" 3 "cpn:{$tag}:meta" \
+  "cpn:{$tag}:users" "cpn:{$tag}:ledger" "$now_ms" "u:__rand_int__" 2>/dev/null |
+  grep -Eo 'throughput summary: [0-9.]+' | grep -Eo '[0-9.]+$')
+redis-cli -h "$RB_HOST" -p "$RB_PORT" UNLINK "cpn:{$tag}:meta" "cpn:{$tag}:users" "cpn:{$tag}:ledger" >/dev/null
+
+echo
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM; everything (load generator included) on these cores"
+printf 'ceiling  wrk /healthz (-t2 -c256 10s)            %10.0f req/s\n' "$WRK"
+printf 'ceiling  redis-benchmark EVALSHA admit.lua -c 50 %10.0f req/s\n' "$REDIS_RATE"
+
+for mode in $MODES; do
+  start_stack "$mode"
+  [[ $SEED == 0 ]] || loadgen --mode rate --rate 2800 --duration "$SEED_DURATION" --max-in-flight 3000 --stock 100000 --wait-stored 120s \
+    >"$OUT/seed-$mode.json" || true
+  [[ $SEED == 0 ]] || printf '%-11s seed 2800/s %s: requests=%s issued=%s sold_out=%s errors=%s avg=%.2fms p95=%.2fms p99=%.2fms consistency=%s\n' \
+    "$mode" "$SEED_DURATION" "$(field "$OUT/seed-$mode.json" requests)" \
+    "$(field "$OUT/seed-$mode.json" "answers.get('issued',0)")" "$(field "$OUT/seed-$mode.json" "answers.get('sold_out',0)")" \
+    "$(field "$OUT/seed-$mode.json" "requests-answers.get('issued',0)-answers.get('sold_out',0)-answers.get('already_issued',0)")" \
+    "$(field "$OUT/seed-$mode.json" "latency_ms['avg']")" "$(field "$OUT/seed-$mode.json" "latency_ms['p95']")" \
+    "$(field "$OUT/seed-$mode.json" "latency_ms['p99']")" "$(field "$OUT/seed-$mode.json" "consistency['ok']")"
+  best=0
+  for rate in $STEPS; do
+    f="$OUT/step-$mode-$rate.json"
+    loadgen --mode rate --rate "$rate" --duration "$STEP_DURATION" --max-in-flight 3000 --stock 1000000000 \
+      --wait-stored 120s >"$f" || true
+    p99=$(field "$f" "latency_ms['p99']")
+    achieved=$(field "$f" "achieved_rate")
+    dropped=$(field "$f" dropped)
+    printf '%-11s rate %6s/s: achieved=%8.0f/s p50=%.2fms p99=%.2fms dropped=%s consistency=%s\n' "$mode" "$rate" "$achieved" \
+      "$(field "$f" "latency_ms['p50']")" "$p99" "$dropped" "$(field "$f" "consistency['ok']")"
+    if python3 -c "import sys; sys.exit(0 if $p99 < 10 and $dropped == 0 and $achieved >= 0.97 * $rate else 1)"; then
+      best=$rate
+    else
+      break
+    fi
+  done
+  f="$OUT/max-$mode.json"
+  loadgen --mode max --concurrency 256 --duration "$STEP_DURATION" --stock 1000000000 --wait-stored 120s >"$f" || true
+  printf '%-11s highest step with p99 < 10 ms: %s/s = %.2f x wrk /healthz; closed loop (256): %.0f/s p99=%.2fms\n' "$mode" \
+    "$best" "$(python3 -c "print($best / $WRK)")" "$(field "$f" achieved_rate)" "$(field "$f" "latency_ms['p99']")"
+  stop_stack
+done
