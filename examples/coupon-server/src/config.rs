@@ -184,8 +184,11 @@ impl ServerConfig {
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 pub fn init_tracing() {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        // Colour codes only for a terminal, not in log files and collectors.
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
 }
 

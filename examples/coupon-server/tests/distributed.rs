@@ -78,8 +78,21 @@ async fn scenario(database: Service) {
         (USERS + USERS / 10) as u64
     );
 
-    let data = sse.await.unwrap();
-    assert!(data.contains(&early_coupon), "{data}");
+    match sse.await.unwrap() {
+        Ok(data) => assert!(data.contains(&early_coupon), "{data}"),
+        Err(e) => {
+            let rows = stored_rows(&db, &campaign).await;
+            let early_stored = rows.iter().any(|(id, _)| *id == early_coupon);
+            panic!(
+                "SSE `stored` for {early_coupon}: {e}; stored rows {}, the early coupon stored: {early_stored}\n\
+                 server log: {}\nconsumer-1 log: {}\nconsumer-2 log: {}",
+                rows.len(),
+                server.tail(),
+                consumers[0].tail(),
+                consumers[1].tail()
+            );
+        }
+    }
 
     let stored = wait_for_count(STOCK, || async { stored_rows(&db, &campaign).await.len() as u64 }).await;
     assert_eq!(

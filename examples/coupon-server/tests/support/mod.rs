@@ -39,7 +39,8 @@ impl Proc {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
+            // tracing writes to stdout, panics and clap to stderr: both go to the log.
+            .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))
             .kill_on_drop(true)
             .args(args);
@@ -349,31 +350,34 @@ pub fn check_invariants(stock: u64, sale: &SaleResult, rows: &[(String, String)]
     );
 }
 
-/// Reads one SSE stream until an event named `name` arrives; returns its data line.
-pub async fn wait_for_event(client: &Client, coupon: &str, token: &str, name: &str) -> String {
+/// Reads one SSE stream until an event named `name` arrives; returns its data line,
+/// or what was read when the stream ended or two minutes passed without it.
+pub async fn wait_for_event(client: &Client, coupon: &str, token: &str, name: &str) -> Result<String, String> {
     let response = client
         .http
         .get(format!("{}/v1/coupons/{coupon}/events", client.base))
         .bearer_auth(token)
         .send()
         .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+        .map_err(|e| e.to_string())?;
+    if response.status() != 200 {
+        return Err(format!("status {}", response.status()));
+    }
     let mut stream = response.bytes_stream();
     let mut buffer = String::new();
     let want = format!("event: {name}\n");
     let read = async {
         while let Some(chunk) = stream.next().await {
-            buffer.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            buffer.push_str(&String::from_utf8_lossy(&chunk.map_err(|e| e.to_string())?));
             if let Some(at) = buffer.find(&want) {
-                return buffer[at..].lines().nth(1).unwrap_or_default().to_owned();
+                return Ok(buffer[at..].lines().nth(1).unwrap_or_default().to_owned());
             }
         }
-        panic!("the stream ended before `{name}`: {buffer}");
+        Err(format!("the stream ended before `{name}`: {buffer}"))
     };
     tokio::time::timeout(Duration::from_secs(120), read)
         .await
-        .expect("the SSE event within 120 s")
+        .unwrap_or_else(|_| Err(format!("no `{name}` event within 120 s")))
 }
 
 /// Sends `n` concurrent redemptions of one coupon; returns the statuses.
