@@ -25,6 +25,11 @@ SECRET=bench-secret
 mkdir -p "$OUT"
 
 scripts/services.sh up
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "installing wrk (Debian package) for the /healthz ceiling" >&2
+  SUDO=""; [[ ${EUID} -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
+fi
 eval "$(scripts/services.sh env)"
 # One campaign lives in one hash slot, so on a cluster it is served by one node: the
 # standalone Redis is the same per-campaign ceiling, and redis-benchmark can drive it.
@@ -61,6 +66,20 @@ stop_stack() {
   PIDS=()
 }
 trap stop_stack EXIT
+
+# CPU-seconds (user + sys) of every process of the stack, by name: `cpu_snapshot > file`.
+cpu_snapshot() {
+  for pid in $(pgrep -f 'coupon-server|coupon-consumer|coupon-loadgen|redis-server|tansu|postgres'); do
+    [[ -r /proc/$pid/stat ]] && awk -v pid="$pid" '{print pid, $2, $14 + $15}' "/proc/$pid/stat" 2>/dev/null
+  done | sort
+}
+# The CPU used between two snapshots, per program: "name=seconds ...".
+cpu_between() {
+  join "$1" "$2" | awk -v hz="$(getconf CLK_TCK)" '{
+      n = $2; gsub(/[()]/, "", n); sub(/-server$/, "", n); if (n ~ /^postgres/) n = "postgres"
+      used[n] += ($5 - $3) / hz
+    } END { for (n in used) printf "%s=%.2f ", n, used[n] }'
+}
 
 loadgen() { "$BIN/coupon-loadgen" --url "http://127.0.0.1:$PORT" --secret "$SECRET" --json --quiet "$@"; }
 field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, d))" "$@"; }
@@ -114,7 +133,11 @@ for mode in $MODES; do
     fi
   done
   f="$OUT/max-$mode.json"
+  cpu_snapshot >"$OUT/cpu-before-$mode"
   loadgen --mode max --concurrency 256 --duration "$STEP_DURATION" --stock 1000000000 --wait-stored 120s >"$f" || true
+  cpu_snapshot >"$OUT/cpu-after-$mode"
+  printf '%-11s closed loop CPU-seconds (until every coupon was stored): %s\n' "$mode" \
+    "$(cpu_between "$OUT/cpu-before-$mode" "$OUT/cpu-after-$mode")"
   printf '%-11s highest step with p99 < 10 ms: %s/s = %.2f x wrk /healthz; closed loop (256): %.0f/s p99=%.2fms\n' "$mode" \
     "$best" "$(python3 -c "print($best / $WRK)")" "$(field "$f" achieved_rate)" "$(field "$f" "latency_ms['p99']")"
   stop_stack

@@ -51,6 +51,10 @@ struct Config {
     metrics_listen: Option<SocketAddr>,
 }
 
+// A faster allocator than glibc's for many small, short-lived allocations across threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();

@@ -5,6 +5,10 @@ use coupon_server::config::{Cli, Command};
 use coupon_server::{Auth, Backends, Claims, Server};
 use tokio::net::TcpListener;
 
+// A faster allocator than glibc's for many small, short-lived allocations across threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -1,11 +1,13 @@
 //! Prometheus metrics: HTTP requests by route and status, issue outcomes by campaign,
 //! gate and log latencies, recorder batch sizes and lag.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -51,16 +53,50 @@ pub async fn track(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+        .map_or("unmatched", |p| intern(p.as_str()));
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    histogram!("coupon_http_request_duration_seconds", "method" => method.clone(), "route" => route.clone())
+    let status = intern(response.status().as_str());
+    histogram!("coupon_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     counter!("coupon_http_requests_total", "method" => method, "route" => route, "status" => status).increment(1);
     response
+}
+
+/// The standard methods by name, anything else as `other` (a client picks the method,
+/// and must not be able to grow the label set).
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// A label value as a `&'static str`, so labelling a request allocates nothing. Only
+/// for small fixed sets (route templates, methods, status codes): each distinct value
+/// is kept for the life of the process.
+fn intern(value: &str) -> &'static str {
+    static VALUES: OnceLock<RwLock<HashSet<&'static str>>> = OnceLock::new();
+    let values = VALUES.get_or_init(Default::default);
+    if let Some(known) = values.read().expect("label set lock").get(value) {
+        return known;
+    }
+    let mut values = values.write().expect("label set lock");
+    match values.get(value) {
+        Some(known) => known,
+        None => {
+            let leaked: &'static str = Box::leak(value.to_owned().into_boxed_str());
+            values.insert(leaked);
+            leaked
+        }
+    }
 }
 
 /// Counts one issue outcome (`issued`, `sold_out`, ..., or an error code).
@@ -184,5 +220,21 @@ impl EventLog for MeteredLog {
     }
     async fn oldest_uncommitted(&self, group: &str) -> Result<Option<DateTime<Utc>>, BackendError> {
         self.0.oldest_uncommitted(group).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_interned_once_and_client_methods_cannot_grow_them() {
+        let first = intern("/v1/campaigns/{id}/issue");
+        let again = intern(&String::from("/v1/campaigns/{id}/issue"));
+        assert_eq!(first, again);
+        assert!(std::ptr::eq(first, again), "one copy per distinct value");
+        assert_eq!(method_label(&Method::POST), "POST");
+        let invented = Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&invented), "other");
     }
 }
