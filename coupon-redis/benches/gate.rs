@@ -8,28 +8,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::{Duration, Utc};
-use coupon_core::{BatchConfig, BatchingGate, Campaign, CampaignState, IssueGate, NewCampaign, UserId};
+use chrono::Utc;
+use coupon_core::conformance::open_campaign;
+use coupon_core::{BatchConfig, BatchingGate, IssueGate, UserId};
 use coupon_redis::{RedisGate, RedisGateConfig};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const PER_ITER: u64 = 1_000;
 const CLIENTS: u64 = 50;
-
-fn campaign() -> Campaign {
-    let now = Utc::now();
-    let mut c = Campaign::from_new(
-        NewCampaign::new(
-            "bench",
-            1_000_000_000,
-            now - Duration::minutes(1),
-            now + Duration::hours(6),
-        ),
-        now,
-    );
-    c.state = CampaignState::Open;
-    c
-}
 
 async fn burst(gate: Arc<dyn IssueGate>, campaign: coupon_core::CampaignId, next_user: Arc<AtomicU64>) {
     let tasks: Vec<_> = (0..CLIENTS)
@@ -69,7 +55,7 @@ fn admissions(c: &mut Criterion) {
         Arc::new(BatchingGate::new(Arc::new(gate.clone()), BatchConfig::default())) as Arc<dyn IssueGate>
     });
     for (name, g) in [("admit_unbatched", plain), ("admit_batched", batched)] {
-        let c = campaign();
+        let c = open_campaign(1_000_000_000, 1);
         rt.block_on(g.open(&c.gate_spec())).unwrap();
         let next_user = Arc::new(AtomicU64::new(0));
         group.bench_function(name, |b| {
@@ -81,7 +67,7 @@ fn admissions(c: &mut Criterion) {
     // The connection choice: the same admit.lua by EVALSHA over one shared multiplexed
     // connection (what RedisGate uses) versus a deadpool-redis pool of 50 connections.
     let script = redis::Script::new(include_str!("../lua/admit.lua"));
-    let c = campaign();
+    let c = open_campaign(1_000_000_000, 1);
     rt.block_on(gate.open(&c.gate_spec())).unwrap();
     let keys = gate.keys(&c.id);
     let pool = deadpool_redis::Config::from_url(url.as_str())

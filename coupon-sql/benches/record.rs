@@ -5,28 +5,14 @@
 
 use std::sync::Arc;
 
-use chrono::{Duration, Utc};
-use coupon_core::{Campaign, CampaignState, IssueEvent, IssueStore, NewCampaign, UserId};
+use chrono::Utc;
+use coupon_core::conformance::open_campaign;
+use coupon_core::{IssueEvent, IssueStore, UserId};
 use coupon_sql::{MySqlStore, PgStore, SqliteStore, StoreConfig};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 /// Coupons written per measured iteration, whatever the batch size.
 const PER_ITER: usize = 1_000;
-
-fn campaign() -> Campaign {
-    let now = Utc::now();
-    let mut c = Campaign::from_new(
-        NewCampaign::new(
-            "bench",
-            1_000_000_000,
-            now - Duration::minutes(1),
-            now + Duration::days(1),
-        ),
-        now,
-    );
-    c.state = CampaignState::Open;
-    c
-}
 
 async fn stores() -> Vec<(&'static str, Arc<dyn IssueStore>)> {
     let mut out: Vec<(&'static str, Arc<dyn IssueStore>)> = Vec::new();
@@ -61,7 +47,7 @@ fn record(c: &mut Criterion) {
     group.throughput(Throughput::Elements(PER_ITER as u64));
     group.sample_size(10);
     for (name, store) in &stores {
-        let campaign = campaign();
+        let campaign = open_campaign(1_000_000_000, 1);
         rt.block_on(store.create_campaign(&campaign)).unwrap();
         let mut next = 0u64;
         group.throughput(Throughput::Elements(PER_ITER as u64));

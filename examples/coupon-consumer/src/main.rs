@@ -14,6 +14,7 @@ use clap::Parser;
 use coupon_core::{EventLog, IssueGate, Recorder, RecorderConfig};
 use coupon_kafka::{KafkaConfig, KafkaLog, ensure_topics};
 use coupon_redis::{RedisGate, RedisGateConfig};
+use coupon_server::config::parse_kafka_option;
 use coupon_server::metrics::{RecorderMetrics, prometheus};
 use coupon_sql::StoreConfig;
 
@@ -30,6 +31,10 @@ struct Config {
     /// Partitions to create the topic with when it does not exist.
     #[arg(long, env = "COUPON_KAFKA_PARTITIONS", default_value_t = 6)]
     kafka_partitions: i32,
+    /// Extra librdkafka settings, `key=value` separated by commas (for example
+    /// `security.protocol=SSL,session.timeout.ms=10000`).
+    #[arg(long, env = "COUPON_KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_kafka_option)]
+    kafka_options: Vec<(String, String)>,
     /// The consumer group; every instance of one group shares the partitions.
     #[arg(long, env = "COUPON_CONSUMER_GROUP", default_value = "coupon-recorder")]
     group: String,
@@ -62,7 +67,10 @@ async fn main() -> anyhow::Result<()> {
     let store = coupon_sql::connect(&StoreConfig::from_url(config.database_url.clone()))
         .await
         .context("connecting the store")?;
-    let kafka_config = KafkaConfig::new(config.kafka_brokers.clone(), config.kafka_topic.clone());
+    let kafka_config = config.kafka_options.iter().fold(
+        KafkaConfig::new(config.kafka_brokers.clone(), config.kafka_topic.clone()),
+        |c, (k, v)| c.with(k, v),
+    );
     ensure_topics(&kafka_config, config.kafka_partitions, 1)
         .await
         .context("creating the topics")?;

@@ -28,6 +28,7 @@ fn help_lists_every_setting() {
         "COUPON_DATABASE_URL",
         "COUPON_CONSUMER_GROUP",
         "COUPON_REDIS_URL",
+        "COUPON_KAFKA_OPTIONS",
     ] {
         assert!(text.contains(var), "--help lacks {var}:\n{text}");
     }

@@ -72,7 +72,10 @@ impl Backends {
         };
         let (log, kafka): (Arc<dyn EventLog>, _) = match &config.kafka_brokers {
             Some(brokers) => {
-                let kafka_config = KafkaConfig::new(brokers.clone(), config.kafka_topic.clone());
+                let kafka_config = config.kafka_options.iter().fold(
+                    KafkaConfig::new(brokers.clone(), config.kafka_topic.clone()),
+                    |c, (k, v)| c.with(k, v),
+                );
                 ensure_topics(&kafka_config, config.kafka_partitions, 1)
                     .await
                     .with_context(|| format!("creating the topic {} on {brokers}", config.kafka_topic))?;

@@ -77,6 +77,17 @@ pub struct ServerConfig {
     #[arg(long, env = "COUPON_KAFKA_PARTITIONS", default_value_t = 6, global = true)]
     pub kafka_partitions: i32,
 
+    /// Extra librdkafka settings, `key=value` separated by commas (for example
+    /// `security.protocol=SSL,ssl.ca.location=/etc/ca.pem`).
+    #[arg(
+        long,
+        env = "COUPON_KAFKA_OPTIONS",
+        value_delimiter = ',',
+        value_parser = parse_kafka_option,
+        global = true
+    )]
+    pub kafka_options: Vec<(String, String)>,
+
     /// The consumer group of the recorders (the reconciler reads its committed position).
     #[arg(
         long,
@@ -130,6 +141,14 @@ fn parse_ack(s: &str) -> Result<AckMode, String> {
     s.parse().map_err(|e: coupon_core::ValidationError| e.to_string())
 }
 
+/// One `key=value` librdkafka setting (`COUPON_KAFKA_OPTIONS`).
+pub fn parse_kafka_option(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.trim().to_owned())),
+        _ => Err(format!("`{s}` is not a librdkafka `key=value` setting")),
+    }
+}
+
 impl ServerConfig {
     /// The settings with every flag at its default and nothing read from the
     /// environment (what tests start from).
@@ -142,6 +161,7 @@ impl ServerConfig {
             kafka_brokers: None,
             kafka_topic: "coupon-issued".into(),
             kafka_partitions: 6,
+            kafka_options: Vec::new(),
             consumer_group: "coupon-recorder".into(),
             database_url: "sqlite://coupon.db?mode=rwc".into(),
             ack: None,
@@ -213,4 +233,32 @@ pub async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_options_are_key_value_pairs_and_bad_ones_are_named() {
+        let cli = Cli::try_parse_from([
+            "coupon-server",
+            "--kafka-options",
+            "security.protocol=SSL, ssl.ca.location=/etc/ca.pem",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.serve.kafka_options,
+            [
+                ("security.protocol".to_owned(), "SSL".to_owned()),
+                ("ssl.ca.location".to_owned(), "/etc/ca.pem".to_owned())
+            ]
+        );
+        let err = Cli::try_parse_from(["coupon-server", "--kafka-options", "linger.ms"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("`linger.ms` is not a librdkafka `key=value` setting"),
+            "{err}"
+        );
+    }
 }

@@ -52,9 +52,16 @@ async fn scenario(database: Service) {
     let client = Client::new(port);
     client.wait_ready(&mut server).await;
     let consumer = sibling_binary("coupon-consumer");
+    let mut consumer_env = shared.to_vec();
+    // A member lost in a rebalance is noticed after the session timeout; the Kafka
+    // minimum (6 s) instead of librdkafka's 45 s keeps a stalled group short.
+    consumer_env.push((
+        "COUPON_KAFKA_OPTIONS",
+        "session.timeout.ms=6000,heartbeat.interval.ms=1000".to_owned(),
+    ));
     let consumers = [
-        Proc::start(&consumer, "consumer-1", &dir, &shared),
-        Proc::start(&consumer, "consumer-2", &dir, &shared),
+        Proc::start(&consumer, "consumer-1", &dir, &consumer_env),
+        Proc::start(&consumer, "consumer-2", &dir, &consumer_env),
     ];
 
     let campaign = client.open_campaign(STOCK).await;
