@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::domain::{Admission, CampaignId, GateCampaign, Reservation, ReservationKey, UserId};
+use crate::domain::{Admission, CampaignId, CouponId, GateCampaign, Reservation, ReservationKey, UserId};
 use crate::error::{BackendError, Component, ErrorKind};
 use crate::gate::{AdmitRequest, GateCounts, IssueGate, RestoreReport};
 
@@ -120,6 +120,12 @@ async fn run(inner: Arc<dyn IssueGate>, mut rx: mpsc::Receiver<Pending>, config:
                 }
             }
         }
+        // A caller that is gone (timed out, disconnected) must not be admitted: nobody
+        // would ever publish its event, and its stock would wait for the reconciler.
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let inner = inner.clone();
         tokio::spawn(async move {
             let _slot = slot;
@@ -154,6 +160,8 @@ fn reply_all(batch: Vec<Pending>, e: &BackendError) {
     }
 }
 
+// Every method forwarded: a default method left out would silently bypass the inner gate.
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl IssueGate for BatchingGate {
     fn backend(&self) -> &'static str {
@@ -168,6 +176,7 @@ impl IssueGate for BatchingGate {
         &self,
         campaign_id: &CampaignId,
         user_id: &UserId,
+        coupon_id: &CouponId,
         now: DateTime<Utc>,
     ) -> Result<Admission, BackendError> {
         let (reply, answer) = oneshot::channel();
@@ -175,6 +184,7 @@ impl IssueGate for BatchingGate {
             request: AdmitRequest {
                 campaign_id: *campaign_id,
                 user_id: user_id.clone(),
+                coupon_id: *coupon_id,
             },
             now,
             reply,
@@ -217,8 +227,12 @@ impl IssueGate for BatchingGate {
         self.inner.counts(campaign_id).await
     }
 
-    async fn holding(&self, campaign_id: &CampaignId, user_id: &UserId) -> Result<u32, BackendError> {
+    async fn holding(&self, campaign_id: &CampaignId, user_id: &UserId) -> Result<Vec<u32>, BackendError> {
         self.inner.holding(campaign_id, user_id).await
+    }
+
+    async fn clock(&self) -> Result<DateTime<Utc>, BackendError> {
+        self.inner.clock().await
     }
 
     async fn restore(&self, campaign: &GateCampaign, holders: &[(UserId, u32)]) -> Result<RestoreReport, BackendError> {

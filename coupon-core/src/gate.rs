@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Admission, CampaignId, GateCampaign, Reservation, ReservationKey, UserId};
+use crate::domain::{Admission, CampaignId, CouponId, GateCampaign, Reservation, ReservationKey, UserId};
 use crate::error::BackendError;
 
 /// One admission request of a batch ([`IssueGate::admit_many`]).
@@ -14,6 +14,8 @@ pub struct AdmitRequest {
     pub campaign_id: CampaignId,
     /// The user.
     pub user_id: UserId,
+    /// The admission's identity, chosen by the caller: the ledger holds it under this id.
+    pub coupon_id: CouponId,
 }
 
 /// What the gate holds for a campaign.
@@ -41,9 +43,12 @@ pub struct RestoreReport {
 /// Decides admissions atomically: per-user check, stock check, decrement, record
 /// the holder and the reservation, as one indivisible step.
 ///
-/// Every admission also goes into a **reservation ledger** with its time, until the
-/// cold path confirms it stored the coupon ([`IssueGate::settle`]). The
-/// [`crate::Reconciler`] releases ledger entries that were never acknowledged.
+/// Every admission also goes into a **reservation ledger** under its own identity (the
+/// coupon id the caller chose) with its time on the gate's clock, until the cold path
+/// confirms it stored the coupon ([`IssueGate::settle`]). The [`crate::Reconciler`]
+/// releases ledger entries that were never acknowledged, after voiding them in the
+/// store ([`crate::IssueStore::void`]). A user's holding is the *set* of `nth`s held:
+/// an admission takes the lowest free one, and a release frees exactly its own.
 ///
 /// Implementations: [`crate::memory::MemoryGate`] here, `RedisGate` in `coupon-redis`.
 /// They all pass [`crate::conformance`]'s gate suite.
@@ -57,11 +62,14 @@ pub trait IssueGate: Send + Sync + 'static {
     /// campaign the gate already holds changes nothing (stock is never reset).
     async fn open(&self, campaign: &GateCampaign) -> Result<(), BackendError>;
 
-    /// Admits `user_id` to `campaign_id` at `now`, or says why not.
+    /// Admits `user_id` to `campaign_id` at `now` (checked against the issue window),
+    /// as admission `coupon_id`, or says why not. The ledger entry's time is taken from
+    /// the gate's own clock ([`IssueGate::clock`]).
     async fn admit(
         &self,
         campaign_id: &CampaignId,
         user_id: &UserId,
+        coupon_id: &CouponId,
         now: DateTime<Utc>,
     ) -> Result<Admission, BackendError>;
 
@@ -69,15 +77,19 @@ pub trait IssueGate: Send + Sync + 'static {
     /// in turn; one result per request. Backends answer this with one call where they can.
     async fn admit_many(&self, requests: &[AdmitRequest], now: DateTime<Utc>) -> Result<Vec<Admission>, BackendError>;
 
-    /// Compensates one admission that was not acknowledged: if `key` is still in the
-    /// ledger, removes it, returns its stock and lowers the user's holding. Returns
-    /// whether anything was released. An entry already settled is never released.
+    /// Compensates one admission that was not acknowledged: if exactly this admission
+    /// (`key.coupon_id`) is still in the ledger, removes it, returns its stock and frees
+    /// its `nth`. Returns whether anything was released. An entry already settled, or
+    /// another admission of the same user and `nth`, is never released. Callers void the
+    /// admission in the store first ([`crate::IssueStore::void`]).
     async fn release(&self, campaign_id: &CampaignId, key: &ReservationKey) -> Result<bool, BackendError>;
 
-    /// Removes ledger entries the store has confirmed; returns how many were present.
+    /// Removes ledger entries the store has confirmed (matched by coupon id); returns
+    /// how many were present.
     async fn settle(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<u64, BackendError>;
 
-    /// Ledger entries admitted before `admitted_before`, oldest first, at most `limit`.
+    /// Ledger entries admitted before `admitted_before` (on the gate's clock), oldest
+    /// first, at most `limit`.
     async fn reservations(
         &self,
         campaign_id: &CampaignId,
@@ -88,13 +100,19 @@ pub trait IssueGate: Send + Sync + 'static {
     /// Stock left and pending reservations, or `None` if the gate does not hold the campaign.
     async fn counts(&self, campaign_id: &CampaignId) -> Result<Option<GateCounts>, BackendError>;
 
-    /// How many coupons the gate believes `user_id` holds in the campaign.
-    async fn holding(&self, campaign_id: &CampaignId, user_id: &UserId) -> Result<u32, BackendError>;
+    /// The `nth`s the gate believes `user_id` holds in the campaign, ascending.
+    async fn holding(&self, campaign_id: &CampaignId, user_id: &UserId) -> Result<Vec<u32>, BackendError>;
 
-    /// Makes the gate know at least what the store holds: each `(user, highest nth)`
-    /// the gate holds fewer of is raised, taking the difference from the stock.
-    /// If the gate does not hold the campaign at all, it is created with stock
-    /// `total - sum(nth)`. Never returns stock, so it is safe while traffic flows.
+    /// The gate's clock: the time ledger entries are scored with. The reconciler takes
+    /// its cutoff from here, so ages are measured on one clock whatever the hosts' clocks say.
+    async fn clock(&self) -> Result<DateTime<Utc>, BackendError> {
+        Ok(crate::domain::timestamp_now())
+    }
+
+    /// Makes the gate know at least what the store holds: `holders` lists every stored
+    /// `(user, nth)` slot; each one the gate does not hold is marked held, taking one unit
+    /// of stock. If the gate does not hold the campaign at all, it is created with stock
+    /// `total - slots`. Never returns stock, so it is safe while traffic flows.
     async fn restore(&self, campaign: &GateCampaign, holders: &[(UserId, u32)]) -> Result<RestoreReport, BackendError>;
 
     /// Forgets the campaign (stock, holders, ledger). Afterwards admissions answer

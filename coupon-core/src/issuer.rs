@@ -9,7 +9,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::CampaignCache;
 use crate::domain::{
-    Admission, CampaignId, CampaignState, Coupon, IssueEvent, IssueOutcome, RecordOutcome, UserId, timestamp_now,
+    Admission, CampaignId, CampaignState, Coupon, CouponId, IssueEvent, IssueOutcome, RecordOutcome, UserId,
+    VoidOutcome, timestamp_now,
 };
 use crate::error::{BackendError, Component, Error, ErrorKind};
 use crate::gate::IssueGate;
@@ -103,6 +104,31 @@ impl IssuerConfig {
         self.ack_timeout = timeout;
         self
     }
+
+    /// The longest time, on this process's monotonic clock, from before the gate call to
+    /// the log's acknowledgement for which the issuer still answers "issued" with
+    /// [`AckMode::AfterLog`]: `gate_timeout + ack_timeout`. Past it (a paused process,
+    /// say) the admission may have been voided by a reconciler, so the issuer answers
+    /// that the outcome is unknown instead. The reconciler's grace must exceed it.
+    pub fn ack_deadline(&self) -> Duration {
+        self.gate_timeout + self.ack_timeout
+    }
+
+    /// Checks that a reconciler with this `grace` cannot void an admission this issuer
+    /// may still acknowledge: `grace` must be at least twice [`IssuerConfig::ack_deadline`].
+    pub fn check_grace(&self, grace: Duration) -> Result<(), crate::error::ValidationError> {
+        if grace < self.ack_deadline() * 2 {
+            return Err(crate::error::ValidationError::field(
+                "reconcile_grace",
+                format!(
+                    "must be at least twice the issuer's acknowledgement deadline (gate timeout + ack timeout = {} ms), so a reconciler never voids an admission still being acknowledged; got {} ms",
+                    self.ack_deadline().as_millis(),
+                    grace.as_millis()
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The hot path: turns "user U wants a coupon of campaign C" into an [`IssueOutcome`].
@@ -191,7 +217,11 @@ impl Issuer {
             return Ok(IssueOutcome::Closed);
         }
 
-        let gate = self.gate.admit(campaign_id, user_id, now);
+        // The admission's identity, chosen before the gate call: the ledger, the event
+        // and the store all know it by this id (docs/PROTOCOL.md, "Identities").
+        let coupon_id = CouponId::new();
+        let started = tokio::time::Instant::now();
+        let gate = self.gate.admit(campaign_id, user_id, &coupon_id, now);
         let admission = match tokio::time::timeout(self.config.gate_timeout, gate).await {
             Ok(result) => result?,
             Err(_) => {
@@ -213,27 +243,54 @@ impl Issuer {
             Admission::Closed => return Ok(IssueOutcome::Closed),
         };
 
-        let event = IssueEvent::new(&campaign, user_id.clone(), nth, now);
+        let event = IssueEvent::for_admission(&campaign, coupon_id, user_id.clone(), nth, now);
         let coupon = Coupon::from_event(&event);
         match self.config.ack {
             AckMode::AfterLog => {
                 let log = self.log.as_ref().expect("checked in Issuer::new");
                 self.acknowledge(Component::Log, log.backend(), "publish", &event, log.publish(&event))
                     .await?;
+                let elapsed = started.elapsed();
+                if elapsed > self.config.ack_deadline() {
+                    // Paused or starved past the deadline: a reconciler may have voided this
+                    // admission meanwhile, and then the store refuses the event. Never say
+                    // "issued" for what may not be stored.
+                    tracing::warn!(coupon = %event.coupon_id, elapsed_ms = elapsed.as_millis() as u64, "acknowledged after the deadline; answering outcome unknown");
+                    return Err(BackendError::new(
+                        Component::Log,
+                        log.backend(),
+                        "publish",
+                        ErrorKind::OutcomeUnknown,
+                        format!(
+                            "the event was acknowledged {} ms after admission, past the {} ms deadline; the coupon is stored only if its reservation was not voided meanwhile",
+                            elapsed.as_millis(),
+                            self.config.ack_deadline().as_millis()
+                        ),
+                    )
+                    .into());
+                }
             }
             AckMode::AfterStore => {
                 let store = self.store.clone();
                 let events = [event.clone()];
                 let write = async move {
-                    match store.record(&events).await?.pop() {
-                        Some(RecordOutcome::Stored | RecordOutcome::Duplicate) => Ok(()),
-                        Some(RecordOutcome::Rejected { reason }) => Err(BackendError::new(
+                    let refused = |message: String| {
+                        BackendError::new(
                             Component::Store,
                             store.backend(),
                             "record",
                             ErrorKind::Rejected,
-                            format!("the store refused the coupon: {reason}"),
-                        )),
+                            message,
+                        )
+                    };
+                    match store.record(&events).await?.pop() {
+                        Some(RecordOutcome::Stored | RecordOutcome::Duplicate) => Ok(()),
+                        Some(RecordOutcome::Rejected { reason }) => {
+                            Err(refused(format!("the store refused the coupon: {reason}")))
+                        }
+                        Some(RecordOutcome::Fenced { fence }) => {
+                            Err(refused(format!("the store fenced the coupon off: {fence}")))
+                        }
                         None => Err(BackendError::new(
                             Component::Store,
                             store.backend(),
@@ -246,6 +303,7 @@ impl Issuer {
                 self.acknowledge(Component::Store, self.store.backend(), "record", &event, write)
                     .await?;
                 // Stored: the ledger entry is done. If this fails the reconciler settles it later.
+                // (A stored coupon cannot be voided, so no deadline applies here.)
                 if let Err(e) = self.gate.settle(campaign_id, &[event.reservation_key()]).await {
                     tracing::warn!(error = %e, "could not settle a stored reservation; the reconciler will");
                 }
@@ -253,6 +311,7 @@ impl Issuer {
             AckMode::AfterGate => {
                 let log = self.log.clone().expect("checked in Issuer::new");
                 let gate = self.gate.clone();
+                let store = self.store.clone();
                 let timeout = self.config.ack_timeout;
                 self.background.spawn(async move {
                     let outcome = match tokio::time::timeout(timeout, log.publish(&event)).await {
@@ -262,7 +321,7 @@ impl Issuer {
                     if let Err(e) = outcome {
                         tracing::error!(error = %e, coupon = %event.coupon_id, "background publish failed after the user was told \"issued\"");
                         if e.kind.certainly_not_applied() {
-                            release(&*gate, &event).await;
+                            release(&*gate, &*store, &event).await;
                         }
                     }
                 });
@@ -292,7 +351,7 @@ impl Issuer {
         };
         if let Err(e) = &result {
             if e.kind.certainly_not_applied() {
-                release(&*self.gate, event).await;
+                release(&*self.gate, &*self.store, event).await;
             } else {
                 tracing::warn!(error = %e, coupon = %event.coupon_id, "acknowledgement outcome unknown; reservation left to the reconciler");
             }
@@ -308,12 +367,24 @@ impl Issuer {
     }
 }
 
-async fn release(gate: &dyn IssueGate, event: &IssueEvent) {
-    match gate.release(&event.campaign_id, &event.reservation_key()).await {
-        Ok(_) => {}
-        Err(e) => {
-            tracing::error!(error = %e, coupon = %event.coupon_id, "could not release a reservation; the reconciler will")
+/// Gives an admission's stock back through the fence: void it in the store first (so
+/// its event can never be stored afterwards), then release it in the gate; if the store
+/// says it is stored after all, settle instead.
+pub(crate) async fn release(gate: &dyn IssueGate, store: &dyn IssueStore, event: &IssueEvent) {
+    let key = event.reservation_key();
+    let outcome = match store.void(&event.campaign_id, std::slice::from_ref(&key)).await {
+        Ok(mut outcomes) if outcomes.len() == 1 => outcomes.pop().expect("one outcome"),
+        Ok(_) | Err(_) => {
+            tracing::error!(coupon = %event.coupon_id, "could not void an unacknowledged admission; the reconciler will");
+            return;
         }
+    };
+    let result = match outcome {
+        VoidOutcome::Voided => gate.release(&event.campaign_id, &key).await.map(|_| ()),
+        VoidOutcome::Stored => gate.settle(&event.campaign_id, &[key]).await.map(|_| ()),
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %e, coupon = %event.coupon_id, "could not release a voided reservation; the reconciler will");
     }
 }
 

@@ -88,12 +88,14 @@ impl CampaignService {
         Ok(campaign)
     }
 
-    /// Restores the gate from the store and reconciles its ledger, as of now.
+    /// Restores the gate from the store and reconciles its ledger, as of now on the
+    /// gate's clock ([`IssueGate::clock`]).
     pub async fn sync(&self, id: &CampaignId) -> Result<SyncReport, Error> {
-        self.sync_at(id, timestamp_now()).await
+        let now = self.gate.clock().await?;
+        self.sync_at(id, now).await
     }
 
-    /// [`CampaignService::sync`] as of `now`.
+    /// [`CampaignService::sync`] as of `now`, a time on the gate's clock.
     pub async fn sync_at(&self, id: &CampaignId, now: DateTime<Utc>) -> Result<SyncReport, Error> {
         let campaign = self.get(id).await?;
         self.reconciler.sync(&campaign, now).await
@@ -106,7 +108,8 @@ impl CampaignService {
         for id in ids {
             let campaign = self.get(id).await?;
             if campaign.state == CampaignState::Open {
-                out.push((*id, self.reconciler.sync(&campaign, timestamp_now()).await?));
+                let now = self.gate.clock().await?;
+                out.push((*id, self.reconciler.sync(&campaign, now).await?));
             }
         }
         Ok(out)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Campaign, CampaignId, CampaignState};
+use crate::domain::{Campaign, CampaignId, CampaignState, VoidOutcome};
 use crate::error::{Error, ValidationError};
 use crate::gate::{IssueGate, RestoreReport};
 use crate::log::EventLog;
@@ -19,7 +19,7 @@ pub struct ReconcileReport {
     pub examined: u64,
     /// Entries whose coupon was stored: removed from the ledger.
     pub settled: u64,
-    /// Entries never acknowledged: their stock went back to the pool.
+    /// Entries never acknowledged: voided in the store, and their stock went back to the pool.
     pub released: u64,
     /// Entries that may still be on their way through the log: left for a later pass.
     pub kept: u64,
@@ -37,10 +37,15 @@ pub struct SyncReport {
 /// Releases reservations that were never acknowledged and restores coupons the gate forgot.
 ///
 /// A ledger entry admitted at `t` is released only when all of these hold:
-/// it is older than `grace`; its coupon is not in the store; and the log cannot
-/// still deliver it, i.e. the consumer group has committed everything published up to
-/// `t + grace` (the log is asked *before* the store, so an event stored in between is seen).
-/// `grace` must exceed the longest publish (the issuer's acknowledgement timeout) with margin.
+/// it is older than `grace` on the gate's clock; the log cannot still deliver it, i.e.
+/// the consumer group has committed everything published up to `t + grace`; and the
+/// store *voids* it ([`IssueStore::void`]), which succeeds only if its coupon is not
+/// stored and makes sure it never will be. A stored one is settled instead. So a
+/// release is fenced: however late the event turns up, it cannot be sold twice.
+/// Releases act on the admission's identity (its coupon id), so two reconcilers (or a
+/// sync during a pass) working from stale pages never release a newer admission.
+/// `grace` must exceed the issuer's acknowledgement deadline with margin
+/// ([`crate::IssuerConfig::check_grace`]).
 #[derive(Clone)]
 pub struct Reconciler {
     gate: Arc<dyn IssueGate>,
@@ -99,7 +104,13 @@ impl Reconciler {
         }
     }
 
-    /// One pass over a campaign's ledger as of `now`.
+    /// One pass over a campaign's ledger as of the gate's clock ([`IssueGate::clock`]).
+    pub async fn reconcile_now(&self, campaign_id: &CampaignId) -> Result<ReconcileReport, Error> {
+        let now = self.gate.clock().await?;
+        self.reconcile(campaign_id, now).await
+    }
+
+    /// One pass over a campaign's ledger as of `now`, a time on the gate's clock.
     pub async fn reconcile(&self, campaign_id: &CampaignId, now: DateTime<Utc>) -> Result<ReconcileReport, Error> {
         let grace = chrono::Duration::from_std(self.grace).map_err(|_| ValidationError::field("grace", "too long"))?;
         let cutoff = now - grace;
@@ -112,32 +123,44 @@ impl Reconciler {
                 return Ok(report);
             }
             report.examined += entries.len() as u64;
-            let keys: Vec<_> = entries.iter().map(|e| e.key.clone()).collect();
-            let stored = self.store.stored_keys(campaign_id, &keys).await?;
-            let settled: Vec<_> = keys
-                .iter()
-                .zip(&stored)
-                .filter(|(_, s)| **s)
-                .map(|(k, _)| k.clone())
-                .collect();
-            if !settled.is_empty() {
-                self.gate.settle(campaign_id, &settled).await?;
-                report.settled += settled.len() as u64;
-            }
             let full_page = entries.len() == self.page;
-            for (entry, stored) in entries.into_iter().zip(stored) {
-                if stored {
-                    continue;
+            // Entries are oldest first: once one may be in flight, every later one may be too.
+            let in_flight_from = entries
+                .iter()
+                .position(|e| horizon.is_some_and(|oldest| oldest <= e.admitted_at + grace))
+                .unwrap_or(entries.len());
+            let (expired, young) = entries.split_at(in_flight_from);
+
+            let mut settle = Vec::new();
+            if !expired.is_empty() {
+                let keys: Vec<_> = expired.iter().map(|e| e.key.clone()).collect();
+                let outcomes = self.store.void(campaign_id, &keys).await?;
+                for (key, outcome) in keys.into_iter().zip(outcomes) {
+                    match outcome {
+                        VoidOutcome::Stored => settle.push(key),
+                        // Voided: its event can no longer be stored, so the stock is free. The
+                        // gate releases exactly this admission, or nothing if it is gone.
+                        VoidOutcome::Voided => {
+                            if self.gate.release(campaign_id, &key).await? {
+                                report.released += 1;
+                            }
+                        }
+                    }
                 }
-                let may_be_in_flight = horizon.is_some_and(|oldest| oldest <= entry.admitted_at + grace);
-                if may_be_in_flight {
-                    // Entries are oldest first: every later one is younger, so also kept.
-                    report.kept += 1;
-                    continue;
+            }
+            if !young.is_empty() {
+                let keys: Vec<_> = young.iter().map(|e| e.key.clone()).collect();
+                let stored = self.store.stored_keys(campaign_id, &keys).await?;
+                for (key, stored) in keys.into_iter().zip(stored) {
+                    if stored {
+                        settle.push(key);
+                    } else {
+                        report.kept += 1;
+                    }
                 }
-                if self.gate.release(campaign_id, &entry.key).await? {
-                    report.released += 1;
-                }
+            }
+            if !settle.is_empty() {
+                report.settled += self.gate.settle(campaign_id, &settle).await?;
             }
             if report.kept > 0 || !full_page {
                 return Ok(report);

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::{CampaignId, IssueEvent, RecordOutcome, ReservationKey};
+use crate::domain::{CampaignId, Fence, IssueEvent, RecordOutcome, ReservationKey};
 use crate::error::BackendError;
 use crate::gate::IssueGate;
 use crate::log::{Batch, DeadLetter, EventSource, LogRecord};
@@ -71,6 +71,10 @@ impl RecorderConfig {
 pub trait RecordObserver: Send + Sync {
     /// These events were newly stored.
     fn stored(&self, events: &[IssueEvent]);
+
+    /// The store's fences refused this event ([`RecordOutcome::Fenced`]): a coupon
+    /// that is not stored although its admission got this far. Count and alert on it.
+    fn fenced(&self, _event: &IssueEvent, _fence: Fence) {}
 }
 
 /// What one batch did.
@@ -84,6 +88,8 @@ pub struct BatchReport {
     pub duplicates: usize,
     /// Records sent to the dead-letter side.
     pub dead_lettered: usize,
+    /// Events the store's fences refused (also dead-lettered, with the fence's name).
+    pub fenced: usize,
     /// Store calls that failed and were retried.
     pub store_retries: usize,
 }
@@ -94,6 +100,7 @@ impl std::ops::AddAssign for BatchReport {
         self.stored += o.stored;
         self.duplicates += o.duplicates;
         self.dead_lettered += o.dead_lettered;
+        self.fenced += o.fenced;
         self.store_retries += o.store_retries;
     }
 }
@@ -255,6 +262,7 @@ impl Recorder {
             let mut done: Vec<IssueEvent> = Vec::new();
             let mut stored: Vec<IssueEvent> = Vec::new();
             let mut rejected = Vec::new();
+            let mut fenced = Vec::new();
             for ((record, event), outcome) in pending.into_iter().zip(outcomes) {
                 match outcome {
                     RecordOutcome::Stored => {
@@ -267,7 +275,24 @@ impl Recorder {
                         done.push(event);
                     }
                     RecordOutcome::Rejected { reason } => rejected.push((record, event, reason)),
+                    RecordOutcome::Fenced { fence } => {
+                        report.fenced += 1;
+                        fenced.push((record, event, fence));
+                    }
                 }
+            }
+            for (record, event, fence) in fenced {
+                // Never retried: the fence's answer is final. The ledger entry is settled,
+                // not released: a voided one is gone already, and for a taken slot or an
+                // exhausted stock the gate's unit must stay spent.
+                tracing::error!(coupon = %event.coupon_id, campaign = %event.campaign_id, fence = fence.as_str(), "the store fenced off an event");
+                if let Some(observer) = &self.observer {
+                    observer.fenced(&event, fence);
+                }
+                self.dead_letter(record, &format!("fenced by the store: {}: {fence}", fence.as_str()), 1)
+                    .await;
+                report.dead_lettered += 1;
+                done.push(event);
             }
             self.settle(&done).await;
             if let Some(observer) = &self.observer
@@ -279,6 +304,10 @@ impl Recorder {
                 break;
             }
             if attempt >= self.config.max_attempts {
+                // Void before dead-lettering: a later replay of the dead letter must not be
+                // stored after the reconciler gave its stock back.
+                let events: Vec<IssueEvent> = rejected.iter().map(|(_, e, _)| e.clone()).collect();
+                self.void(&events).await;
                 for (record, _, reason) in &rejected {
                     self.dead_letter(record, &format!("rejected by the store: {reason}"), attempt)
                         .await;
@@ -303,6 +332,21 @@ impl Recorder {
             // Best effort: the reconciler finds stored entries and settles them too.
             if let Err(e) = gate.settle(&campaign, &keys).await {
                 tracing::warn!(error = %e, %campaign, "settling the ledger failed; the reconciler will");
+            }
+        }
+    }
+
+    /// Voids these events' admissions, retrying until the store answers.
+    async fn void(&self, events: &[IssueEvent]) {
+        let mut by_campaign: HashMap<CampaignId, Vec<ReservationKey>> = HashMap::new();
+        for e in events {
+            by_campaign.entry(e.campaign_id).or_default().push(e.reservation_key());
+        }
+        for (campaign, keys) in by_campaign {
+            let mut backoff = Backoff::new(&self.config);
+            while let Err(e) = self.store.void(&campaign, &keys).await {
+                tracing::warn!(error = %e, %campaign, "voiding rejected events failed; retrying");
+                backoff.wait().await;
             }
         }
     }

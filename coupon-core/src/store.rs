@@ -4,12 +4,18 @@ use async_trait::async_trait;
 
 use crate::domain::{
     Campaign, CampaignId, CampaignState, Coupon, CouponId, IssueEvent, RecordOutcome, RedeemOutcome, Redemption,
-    ReservationKey, UserId,
+    ReservationKey, UserId, VoidOutcome,
 };
 use crate::error::BackendError;
 
-/// Campaigns, coupons and redemptions, durably. The UNIQUE key
-/// (campaign, user, nth) is the last guard against duplicates.
+/// Campaigns, coupons and redemptions, durably: the source of truth, and the place
+/// where the protocol's fences live (`docs/PROTOCOL.md`):
+///
+/// - the UNIQUE key (campaign, user, nth) is the last guard against duplicates (I2);
+/// - a per-campaign issued count, updated in the same transaction as each batch,
+///   refuses coupons beyond the stock (I1), whatever the gate did;
+/// - a voided admission ([`IssueStore::void`]) can never be stored afterwards, so stock
+///   the gate gave back cannot be sold twice, however late the event arrives.
 ///
 /// Implementations: [`crate::memory::MemoryStore`] here; PostgreSQL, MySQL/MariaDB
 /// and SQLite in `coupon-sql`.
@@ -34,9 +40,17 @@ pub trait IssueStore: Send + Sync + 'static {
     -> Result<Option<Campaign>, BackendError>;
 
     /// Records issue events idempotently: one outcome per event, in order. Replaying
-    /// events changes nothing (they come back [`RecordOutcome::Duplicate`]); invalid
-    /// events are [`RecordOutcome::Rejected`] and write nothing, while the rest are stored.
+    /// events changes nothing (they come back [`RecordOutcome::Duplicate`], matched by
+    /// coupon id); invalid events are [`RecordOutcome::Rejected`] and write nothing;
+    /// events refused by a fence are [`RecordOutcome::Fenced`] (voided, slot taken by
+    /// another coupon, or beyond the stock) and write nothing; the rest are stored.
     async fn record(&self, events: &[IssueEvent]) -> Result<Vec<RecordOutcome>, BackendError>;
+
+    /// Voids admissions that are not stored, atomically with respect to
+    /// [`IssueStore::record`]: afterwards an event with a voided coupon id is refused
+    /// ([`crate::Fence::Voided`]). One outcome per key, in order: voided (now or before),
+    /// or stored (then it must be settled, not released). Idempotent.
+    async fn void(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<VoidOutcome>, BackendError>;
 
     /// Ids of every campaign in state [`CampaignState::Open`], oldest first (a server
     /// with an in-memory gate restores these at start).
@@ -54,9 +68,12 @@ pub trait IssueStore: Send + Sync + 'static {
     /// Coupons stored for a campaign.
     async fn issued_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError>;
 
-    /// Every user holding coupons of the campaign, with the highest `nth` they hold.
+    /// Every stored `(user, nth)` slot of the campaign, ordered by user then `nth`.
     async fn holders(&self, campaign_id: &CampaignId) -> Result<Vec<(UserId, u32)>, BackendError>;
 
-    /// For each key, whether that coupon is stored.
+    /// Admissions of the campaign voided so far.
+    async fn voided_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError>;
+
+    /// For each key, whether that coupon (matched by coupon id) is stored.
     async fn stored_keys(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<bool>, BackendError>;
 }

@@ -28,3 +28,11 @@ mod batching_gate {
         BatchConfig::default().with_max_batch(16)
     )) as Arc<dyn IssueGate>));
 }
+
+mod protocol {
+    use super::*;
+    coupon_core::protocol_conformance!(Some((
+        Arc::new(MemoryGate::new()) as Arc<dyn IssueGate>,
+        Arc::new(MemoryStore::new()) as Arc<dyn IssueStore>
+    )));
+}

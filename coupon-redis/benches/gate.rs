@@ -25,7 +25,9 @@ async fn burst(gate: Arc<dyn IssueGate>, campaign: coupon_core::CampaignId, next
             tokio::spawn(async move {
                 for _ in 0..PER_ITER / CLIENTS {
                     let u = UserId::new(format!("u{}", next_user.fetch_add(1, Ordering::Relaxed))).unwrap();
-                    gate.admit(&campaign, &u, Utc::now()).await.unwrap();
+                    gate.admit(&campaign, &u, &coupon_core::CouponId::new(), Utc::now())
+                        .await
+                        .unwrap();
                 }
             })
         })
@@ -102,8 +104,10 @@ fn admissions(c: &mut Criterion) {
                                 for _ in 0..PER_ITER / CLIENTS {
                                     let user = format!("d{}", next_user.fetch_add(1, Ordering::Relaxed));
                                     let mut call = script.prepare_invoke();
-                                    call.key(&keys.meta).key(&keys.users).key(&keys.ledger);
-                                    call.arg(Utc::now().timestamp_millis()).arg(user);
+                                    call.key(&keys.meta).key(&keys.holds).key(&keys.ledger);
+                                    call.arg(Utc::now().timestamp_millis())
+                                        .arg(coupon_core::CouponId::new().to_string())
+                                        .arg(user);
                                     let _: Vec<i64> = if name == "script_multiplexed" {
                                         call.invoke_async(&mut gate.connection()).await.unwrap()
                                     } else {

@@ -1,10 +1,13 @@
 -- Admits users to one campaign, in order, atomically: per-user check, stock check,
--- decrement, record the holder and the reservation (ledger entry "nth:user" scored by time).
--- KEYS: meta, users, ledger
--- ARGV: now_ms, user_1, user_2, ...
--- Returns a flat array, three integers per user: status, nth, remaining
+-- decrement, record the holding and the reservation.
+-- KEYS: meta, holds, ledger
+-- ARGV: now_ms (the caller's time, checked against the window), then pairs coupon_id, user
+-- A user's holding is a string with one character per nth, '1' held and '0' free; an
+-- admission takes the lowest free nth. The ledger member is "coupon_id:nth:user" (the
+-- admission's own identity), scored with this server's clock in microseconds.
+-- Returns a flat array, three integers per admission: status, nth, remaining
 --   status 0 admitted, 1 already issued, 2 sold out, 3 not open, 4 closed (window over)
-local n = #ARGV - 1
+local n = (#ARGV - 1) / 2
 local out = {}
 local function all(status)
   for _ = 1, n do
@@ -27,37 +30,53 @@ if now >= tonumber(meta[4]) then
 end
 local stock = tonumber(meta[1])
 local limit = tonumber(meta[2])
+local time = redis.call('TIME')
+local at = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local function held_count(held)
+  if not held then
+    return 0
+  end
+  local _, ones = string.gsub(held, '1', '')
+  return ones
+end
 local taken = 0
-for i = 2, #ARGV do
-  local user = ARGV[i]
+for i = 2, #ARGV, 2 do
+  local coupon, user = ARGV[i], ARGV[i + 1]
   local nth = 0
   if stock <= 0 then
     -- Sold out, unless the user already holds the limit (that answer comes first).
-    if tonumber(redis.call('HGET', KEYS[2], user) or 0) >= limit then
+    if held_count(redis.call('HGET', KEYS[2], user)) >= limit then
       out[#out + 1] = 1
     else
       out[#out + 1] = 2
     end
   elseif limit == 1 then
-    -- The common case in one call: HSETNX both checks and records the holder.
-    if redis.call('HSETNX', KEYS[2], user, 1) == 1 then
+    -- The common case in one call: HSETNX both checks and records the holding.
+    if redis.call('HSETNX', KEYS[2], user, '1') == 1 then
       nth = 1
     else
       out[#out + 1] = 1
     end
   else
-    local held = tonumber(redis.call('HGET', KEYS[2], user) or 0)
-    if held >= limit then
+    local held = redis.call('HGET', KEYS[2], user) or ''
+    if held_count(held) >= limit then
       out[#out + 1] = 1
     else
-      nth = held + 1
-      redis.call('HSET', KEYS[2], user, nth)
+      local free = string.find(held, '0', 1, true)
+      if free then
+        held = string.sub(held, 1, free - 1) .. '1' .. string.sub(held, free + 1)
+        nth = free
+      else
+        held = held .. '1'
+        nth = #held
+      end
+      redis.call('HSET', KEYS[2], user, held)
     end
   end
   if nth > 0 then
     stock = stock - 1
     taken = taken + 1
-    redis.call('ZADD', KEYS[3], now, nth .. ':' .. user)
+    redis.call('ZADD', KEYS[3], at, coupon .. ':' .. nth .. ':' .. user)
     out[#out + 1] = 0
     out[#out + 1] = nth
     out[#out + 1] = stock

@@ -1,10 +1,16 @@
 -- Makes the gate know at least what the store holds. Only ever takes stock, never
 -- returns it, so it is safe while traffic flows. Creates the campaign if it is gone.
--- KEYS: meta, users, ledger
--- ARGV: total, per_user_limit, starts_at_ms, ends_at_ms, expire_at_ms, then pairs user, highest_nth
+-- KEYS: meta, holds, ledger
+-- ARGV: total, per_user_limit, starts_at_ms, ends_at_ms, expire_at_ms, then pairs user, nth
+--   (every stored slot)
 -- Returns {created, users_restored, stock_taken, remaining}
 local created = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
+  local time = redis.call('TIME')
+  if tonumber(ARGV[5]) <= tonumber(time[1]) * 1000 then
+    -- Keys created now would expire at once, and half-written state would outlive them.
+    return redis.error_reply('COUPONEXPIRED the campaign is past its window and expiry grace; nothing to restore')
+  end
   redis.call('HSET', KEYS[1], 'stock', ARGV[1], 'total', ARGV[1], 'limit', ARGV[2], 'start', ARGV[3], 'end', ARGV[4])
   redis.call('HSET', KEYS[2], '', 0)
   redis.call('ZADD', KEYS[3], '+inf', '')
@@ -15,15 +21,25 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 local stock = tonumber(redis.call('HGET', KEYS[1], 'stock'))
 local restored, taken = 0, 0
+local users = {}
 for i = 6, #ARGV, 2 do
   local user = ARGV[i]
   local nth = tonumber(ARGV[i + 1])
-  local held = tonumber(redis.call('HGET', KEYS[2], user) or 0)
-  if nth > held then
-    redis.call('HSET', KEYS[2], user, nth)
-    restored = restored + 1
-    taken = taken + (nth - held)
-    stock = math.max(0, stock - (nth - held))
+  local held = redis.call('HGET', KEYS[2], user) or ''
+  if string.sub(held, nth, nth) ~= '1' then
+    if #held < nth then
+      held = held .. string.rep('0', nth - #held)
+    end
+    held = string.sub(held, 1, nth - 1) .. '1' .. string.sub(held, nth + 1)
+    redis.call('HSET', KEYS[2], user, held)
+    if not users[user] then
+      users[user] = true
+      restored = restored + 1
+    end
+    if stock > 0 then
+      stock = stock - 1
+      taken = taken + 1
+    end
   end
 end
 redis.call('HSET', KEYS[1], 'stock', stock)

@@ -7,15 +7,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use coupon_core::{
-    Admission, AdmitRequest, BackendError, CampaignId, Component, ErrorKind, GateCampaign, GateCounts, IssueGate,
-    Reservation, ReservationKey, RestoreReport, UserId,
+    Admission, AdmitRequest, BackendError, CampaignId, Component, CouponId, ErrorKind, GateCampaign, GateCounts,
+    IssueGate, Reservation, ReservationKey, RestoreReport, UserId,
 };
 use redis::AsyncCommands;
 
 use crate::config::RedisGateConfig;
 use crate::connection::Connection;
 use crate::errors::{backend_error, unexpected_reply};
-use crate::keys::{CampaignKeys, ledger_member, parse_ledger_member};
+use crate::keys::{CampaignKeys, ledger_member, parse_holding, parse_ledger_member};
 use crate::scripts;
 
 /// The gate on Redis or Redis Cluster. Cheap to clone (clones share the connection).
@@ -123,21 +123,25 @@ impl RedisGate {
     async fn admit_group(
         &self,
         campaign_id: &CampaignId,
-        users: &[&UserId],
+        admissions: &[(&UserId, &CouponId)],
         now: DateTime<Utc>,
     ) -> Result<Vec<Admission>, BackendError> {
         let keys = self.keys(campaign_id);
         let mut invocation = scripts::ADMIT.call(&keys.all());
         invocation.arg(now.timestamp_millis());
-        for user in users {
-            invocation.arg(user.as_str());
+        for (user, coupon_id) in admissions {
+            invocation.arg(coupon_id.to_string()).arg(user.as_str());
         }
         let mut conn = self.conn.clone();
         let flat: Vec<i64> = self.run("admit", invocation.run(&mut conn)).await?;
-        if flat.len() != users.len() * 3 {
+        if flat.len() != admissions.len() * 3 {
             return Err(unexpected_reply(
                 "admit",
-                format!("admit.lua returned {} values for {} users", flat.len(), users.len()),
+                format!(
+                    "admit.lua returned {} values for {} admissions",
+                    flat.len(),
+                    admissions.len()
+                ),
             ));
         }
         flat.chunks_exact(3)
@@ -180,9 +184,10 @@ impl IssueGate for RedisGate {
         &self,
         campaign_id: &CampaignId,
         user_id: &UserId,
+        coupon_id: &CouponId,
         now: DateTime<Utc>,
     ) -> Result<Admission, BackendError> {
-        let mut answers = self.admit_group(campaign_id, &[user_id], now).await?;
+        let mut answers = self.admit_group(campaign_id, &[(user_id, coupon_id)], now).await?;
         answers.pop().ok_or_else(|| unexpected_reply("admit", "no answer"))
     }
 
@@ -198,8 +203,11 @@ impl IssueGate for RedisGate {
             groups[g].1.push(i);
         }
         let calls = groups.iter().map(|(campaign, positions)| {
-            let users: Vec<&UserId> = positions.iter().map(|&i| &requests[i].user_id).collect();
-            async move { self.admit_group(campaign, &users, now).await }
+            let admissions: Vec<(&UserId, &CouponId)> = positions
+                .iter()
+                .map(|&i| (&requests[i].user_id, &requests[i].coupon_id))
+                .collect();
+            async move { self.admit_group(campaign, &admissions, now).await }
         });
         let answers = futures::future::try_join_all(calls).await?;
         let mut out = vec![Admission::NotOpen; requests.len()];
@@ -214,7 +222,10 @@ impl IssueGate for RedisGate {
     async fn release(&self, campaign_id: &CampaignId, key: &ReservationKey) -> Result<bool, BackendError> {
         let keys = self.keys(campaign_id);
         let mut invocation = scripts::RELEASE.call(&keys.all());
-        invocation.arg(ledger_member(key)).arg(key.user_id.as_str());
+        invocation
+            .arg(ledger_member(key))
+            .arg(key.user_id.as_str())
+            .arg(key.nth);
         let mut conn = self.conn.clone();
         let released: i64 = self.run("release", invocation.run(&mut conn)).await?;
         Ok(released == 1)
@@ -238,7 +249,7 @@ impl IssueGate for RedisGate {
     ) -> Result<Vec<Reservation>, BackendError> {
         let ledger = self.keys(campaign_id).ledger;
         let mut conn = self.conn.clone();
-        let before = format!("({}", admitted_before.timestamp_millis());
+        let before = format!("({}", admitted_before.timestamp_micros());
         let rows: Vec<(String, f64)> = self
             .run(
                 "reservations",
@@ -258,7 +269,7 @@ impl IssueGate for RedisGate {
             .map(|(member, score)| {
                 let key = parse_ledger_member(&member)
                     .ok_or_else(|| unexpected_reply("reservations", format!("malformed ledger member {member:?}")))?;
-                let admitted_at = DateTime::from_timestamp_millis(score as i64)
+                let admitted_at = DateTime::from_timestamp_micros(score as i64)
                     .ok_or_else(|| unexpected_reply("reservations", format!("bad ledger score {score}")))?;
                 Ok(Reservation { key, admitted_at })
             })
@@ -284,11 +295,18 @@ impl IssueGate for RedisGate {
         }))
     }
 
-    async fn holding(&self, campaign_id: &CampaignId, user_id: &UserId) -> Result<u32, BackendError> {
-        let users = self.keys(campaign_id).users;
+    async fn holding(&self, campaign_id: &CampaignId, user_id: &UserId) -> Result<Vec<u32>, BackendError> {
+        let holds = self.keys(campaign_id).holds;
         let mut conn = self.conn.clone();
-        let held: Option<u32> = self.run("holding", conn.hget(users, user_id.as_str())).await?;
-        Ok(held.unwrap_or(0))
+        let held: Option<String> = self.run("holding", conn.hget(holds, user_id.as_str())).await?;
+        Ok(held.as_deref().map(parse_holding).unwrap_or_default())
+    }
+
+    async fn clock(&self) -> Result<DateTime<Utc>, BackendError> {
+        let mut conn = self.conn.clone();
+        let (secs, micros): (i64, i64) = self.run("clock", redis::cmd("TIME").query_async(&mut conn)).await?;
+        DateTime::from_timestamp_micros(secs * 1_000_000 + micros)
+            .ok_or_else(|| unexpected_reply("clock", format!("TIME answered {secs} s {micros} us")))
     }
 
     async fn restore(&self, campaign: &GateCampaign, holders: &[(UserId, u32)]) -> Result<RestoreReport, BackendError> {

@@ -8,9 +8,11 @@ use coupon_core::{CampaignId, ReservationKey, UserId};
 pub struct CampaignKeys {
     /// Hash: `stock`, `total`, `limit`, `start`, `end` (ms).
     pub meta: String,
-    /// Hash: user id -> coupons held (plus an empty-field sentinel).
-    pub users: String,
-    /// Sorted set: `"nth:user"` scored by admission time in ms (plus a `+inf` sentinel).
+    /// Hash: user id -> the `nth`s held, one character per `nth` (`'1'` held, `'0'`
+    /// free), plus an empty-field sentinel.
+    pub holds: String,
+    /// Sorted set: `"coupon_id:nth:user"` scored by admission time on Redis's clock in
+    /// microseconds (plus a `+inf` sentinel).
     pub ledger: String,
 }
 
@@ -19,29 +21,42 @@ impl CampaignKeys {
     pub fn new(prefix: &str, campaign: &CampaignId) -> Self {
         Self {
             meta: format!("{prefix}:{{{campaign}}}:meta"),
-            users: format!("{prefix}:{{{campaign}}}:users"),
+            holds: format!("{prefix}:{{{campaign}}}:holds"),
             ledger: format!("{prefix}:{{{campaign}}}:ledger"),
         }
     }
 
     /// All three, for scripts and DEL.
     pub fn all(&self) -> [&str; 3] {
-        [&self.meta, &self.users, &self.ledger]
+        [&self.meta, &self.holds, &self.ledger]
     }
 }
 
-/// The ledger member of a reservation: `"nth:user"`.
+/// The ledger member of a reservation: `"coupon_id:nth:user"`. The coupon id makes it
+/// the admission's own identity: another admission of the same user and `nth` has
+/// another member.
 pub fn ledger_member(key: &ReservationKey) -> String {
-    format!("{}:{}", key.nth, key.user_id)
+    format!("{}:{}:{}", key.coupon_id, key.nth, key.user_id)
 }
 
 /// Parses a ledger member back; `None` for the sentinel or anything malformed.
 pub fn parse_ledger_member(member: &str) -> Option<ReservationKey> {
-    let (nth, user) = member.split_once(':')?;
+    let (coupon_id, rest) = member.split_once(':')?;
+    let (nth, user) = rest.split_once(':')?;
     Some(ReservationKey {
+        coupon_id: coupon_id.parse().ok()?,
         nth: nth.parse().ok()?,
         user_id: UserId::new(user).ok()?,
     })
+}
+
+/// The `nth`s a holding string says are held (`'1'` at position `nth - 1`).
+pub fn parse_holding(held: &str) -> Vec<u32> {
+    held.bytes()
+        .enumerate()
+        .filter(|(_, b)| *b == b'1')
+        .map(|(i, _)| i as u32 + 1)
+        .collect()
 }
 
 #[cfg(test)]
@@ -60,10 +75,13 @@ mod tests {
     #[test]
     fn ledger_members_round_trip_even_with_colons_in_user_ids() {
         let key = ReservationKey {
+            coupon_id: coupon_core::CouponId::new(),
             user_id: UserId::new("tenant:42:alice").unwrap(),
             nth: 3,
         };
         assert_eq!(parse_ledger_member(&ledger_member(&key)), Some(key));
         assert_eq!(parse_ledger_member(""), None);
+        assert_eq!(parse_holding("1011"), vec![1, 3, 4]);
+        assert!(parse_holding("").is_empty());
     }
 }

@@ -44,7 +44,11 @@ async fn flash_sale(gate: Arc<dyn IssueGate>, raw: &RedisGate) {
                 for i in (t..ATTEMPTS).step_by(TASKS) {
                     let campaign = i % CAMPAIGNS;
                     let user = UserId::new(format!("u{}", (i * 7_919) % USERS)).unwrap();
-                    match gate.admit(&ids[campaign], &user, Utc::now()).await.unwrap() {
+                    match gate
+                        .admit(&ids[campaign], &user, &coupon_core::CouponId::new(), Utc::now())
+                        .await
+                        .unwrap()
+                    {
                         Admission::Admitted { nth, .. } => {
                             assert_eq!(nth, 1);
                             won.push((campaign, user));
@@ -88,10 +92,10 @@ async fn flash_sale(gate: Arc<dyn IssueGate>, raw: &RedisGate) {
         let counts = gate.counts(&c.id).await.unwrap().unwrap();
         assert_eq!((counts.remaining, counts.pending), (0, STOCK));
         // I2 from Redis: every holder holds one, and they are exactly the winners.
-        let holders: HashMap<String, u32> = conn.hgetall(raw.keys(&c.id).users).await.unwrap();
-        let holders: HashMap<String, u32> = holders.into_iter().filter(|(u, _)| !u.is_empty()).collect();
+        let holders: HashMap<String, String> = conn.hgetall(raw.keys(&c.id).holds).await.unwrap();
+        let holders: HashMap<String, String> = holders.into_iter().filter(|(u, _)| !u.is_empty()).collect();
         assert_eq!(holders.len() as u64, STOCK);
-        assert!(holders.values().all(|n| *n == 1));
+        assert!(holders.values().all(|n| n == "1"));
         let from_answers: HashSet<String> = per_campaign[&i].iter().map(|u| u.to_string()).collect();
         assert_eq!(holders.keys().cloned().collect::<HashSet<_>>(), from_answers);
         gate.close(&c.id).await.unwrap();

@@ -54,13 +54,18 @@ async fn a_stopped_server_fails_admissions_fast() {
     let c = open_campaign(10);
     gate.open(&c.gate_spec()).await.unwrap();
     assert!(matches!(
-        gate.admit(&c.id, &user(0), Utc::now()).await.unwrap(),
+        gate.admit(&c.id, &user(0), &coupon_core::CouponId::new(), Utc::now())
+            .await
+            .unwrap(),
         Admission::Admitted { .. }
     ));
     own.kill().await;
     for i in 1..4 {
         let started = Instant::now();
-        let e = gate.admit(&c.id, &user(i), Utc::now()).await.unwrap_err();
+        let e = gate
+            .admit(&c.id, &user(i), &coupon_core::CouponId::new(), Utc::now())
+            .await
+            .unwrap_err();
         let took = started.elapsed();
         assert!(took < RESPONSE + CONNECT + MARGIN, "failed after {took:?}: {e}");
         assert!(e.to_string().contains("gate backend `redis` failed to admit"), "{e}");
@@ -86,7 +91,10 @@ async fn a_paused_server_times_out_with_an_unknown_outcome_then_recovers() {
         .await
         .unwrap();
     let started = Instant::now();
-    let e = gate.admit(&c.id, &user(0), Utc::now()).await.unwrap_err();
+    let e = gate
+        .admit(&c.id, &user(0), &coupon_core::CouponId::new(), Utc::now())
+        .await
+        .unwrap_err();
     let took = started.elapsed();
     assert!(took < RESPONSE + CONNECT + MARGIN, "failed after {took:?}: {e}");
     assert_eq!(e.kind, ErrorKind::OutcomeUnknown, "{e}");
@@ -94,7 +102,10 @@ async fn a_paused_server_times_out_with_an_unknown_outcome_then_recovers() {
     // with the timed-out connection. Keep trying (bounded) until the server answers.
     let deadline = Instant::now() + Duration::from_secs(10);
     let answer = loop {
-        match gate.admit(&c.id, &user(0), Utc::now()).await {
+        match gate
+            .admit(&c.id, &user(0), &coupon_core::CouponId::new(), Utc::now())
+            .await
+        {
             Ok(answer) => break answer,
             Err(e) => {
                 assert!(e.is_retryable(), "{e}");
@@ -112,7 +123,7 @@ async fn a_paused_server_times_out_with_an_unknown_outcome_then_recovers() {
         9,
         "admitted exactly once"
     );
-    assert_eq!(gate.holding(&c.id, &user(0)).await.unwrap(), 1);
+    assert_eq!(gate.holding(&c.id, &user(0)).await.unwrap(), vec![1]);
 }
 
 #[tokio::test]
@@ -180,7 +191,11 @@ async fn script_flush_in_the_middle_of_traffic_reloads_and_counts_once() {
                 let mut won = Vec::new();
                 for i in 0..400 {
                     let u = user((t * 400 + i) % 5_000);
-                    if let Admission::Admitted { .. } = gate.admit(&id, &u, Utc::now()).await.unwrap() {
+                    if let Admission::Admitted { .. } = gate
+                        .admit(&id, &u, &coupon_core::CouponId::new(), Utc::now())
+                        .await
+                        .unwrap()
+                    {
                         won.push(u);
                     }
                 }
@@ -228,7 +243,7 @@ async fn a_restart_in_the_middle_of_traffic_double_counts_nothing() {
                 while after_restart < 50 && i < 100_000 {
                     let u = user(t * 100_000 + i);
                     i += 1;
-                    match gate.admit(&id, &u, Utc::now()).await {
+                    match gate.admit(&id, &u, &coupon_core::CouponId::new(), Utc::now()).await {
                         Ok(Admission::Admitted { .. }) => {
                             won.push(u);
                             progress.fetch_add(1, Ordering::Relaxed);
@@ -261,9 +276,9 @@ async fn a_restart_in_the_middle_of_traffic_double_counts_nothing() {
     }
     let counts = gate.counts(&c.id).await.unwrap().unwrap();
     let mut conn = gate.connection();
-    let holders: std::collections::HashMap<String, u32> = conn.hgetall(gate.keys(&c.id).users).await.unwrap();
-    let holders: Vec<(String, u32)> = holders.into_iter().filter(|(u, _)| !u.is_empty()).collect();
-    assert!(holders.iter().all(|(_, n)| *n == 1), "nobody counted twice");
+    let holders: std::collections::HashMap<String, String> = conn.hgetall(gate.keys(&c.id).holds).await.unwrap();
+    let holders: Vec<(String, String)> = holders.into_iter().filter(|(u, _)| !u.is_empty()).collect();
+    assert!(holders.iter().all(|(_, n)| n == "1"), "nobody counted twice");
     assert_eq!(
         100_000 - counts.remaining,
         holders.len() as u64,

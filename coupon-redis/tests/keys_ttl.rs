@@ -27,9 +27,14 @@ async fn keys_expire_after_the_window_plus_grace_and_close_deletes_them() {
     );
     c.state = CampaignState::Open;
     gate.open(&c.gate_spec()).await.unwrap();
-    gate.admit(&c.id, &UserId::new("alice").unwrap(), Utc::now())
-        .await
-        .unwrap();
+    gate.admit(
+        &c.id,
+        &UserId::new("alice").unwrap(),
+        &coupon_core::CouponId::new(),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
     let keys = gate.keys(&c.id);
     let expected = c.issue_ends_at.timestamp_millis() + grace.as_millis() as i64;
     let mut conn = gate.connection();

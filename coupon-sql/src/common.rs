@@ -1,13 +1,13 @@
-//! What every dialect shares: rows <-> domain, validation of events, why a
-//! redemption was refused, and how sqlx errors become [`BackendError`]s.
+//! What every dialect shares: rows <-> domain, validation of events, the outcomes of a
+//! batch and of a void, why a redemption was refused, and how sqlx errors become
+//! [`BackendError`]s.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use coupon_core::{
-    BackendError, Campaign, CampaignId, CampaignState, Component, Coupon, CouponId, CouponState, ErrorKind, IssueEvent,
-    RecordOutcome, RedeemOutcome, Redemption, RejectReason, UserId, Validity,
+    BackendError, Campaign, CampaignId, CampaignState, Component, Coupon, CouponId, CouponState, ErrorKind, Fence,
+    IssueEvent, RecordOutcome, RedeemOutcome, Redemption, RejectReason, ReservationKey, UserId, Validity, VoidOutcome,
 };
 use uuid::Uuid;
 
@@ -128,78 +128,220 @@ pub(crate) fn check_event(event: &IssueEvent, campaign: Option<&Campaign>) -> Re
     campaign.ok_or(RejectReason::UnknownCampaign)?.check_event(event)
 }
 
-/// The plan for a batch: which events to insert, and the outcomes already known
-/// (rejections, and repeats inside the batch itself).
-pub(crate) struct BatchPlan<'a> {
-    pub outcomes: Vec<Option<RecordOutcome>>,
-    pub to_insert: Vec<(usize, &'a IssueEvent)>,
+/// A campaign as read, under lock, at the start of a `record` or `void` transaction:
+/// the campaign and the count of coupons stored for it (`coupon_campaigns.issued_count`).
+#[derive(Debug, Clone)]
+pub(crate) struct LockedCampaign {
+    pub campaign: Campaign,
+    pub issued_count: i64,
 }
 
-pub(crate) fn plan_batch<'a>(events: &'a [IssueEvent], campaigns: &HashMap<CampaignId, Campaign>) -> BatchPlan<'a> {
-    let mut outcomes = vec![None; events.len()];
-    let mut to_insert = Vec::with_capacity(events.len());
-    let mut seen_ids = std::collections::HashSet::new();
-    let mut seen_keys = std::collections::HashSet::new();
-    for (i, e) in events.iter().enumerate() {
-        if let Err(reason) = check_event(e, campaigns.get(&e.campaign_id)) {
-            outcomes[i] = Some(RecordOutcome::Rejected { reason });
-        } else if !seen_ids.insert(e.coupon_id) || !seen_keys.insert((e.campaign_id, &e.user_id, e.nth)) {
-            // The same coupon twice in one batch: the first copy decides.
-            outcomes[i] = Some(RecordOutcome::Duplicate);
-        } else {
-            to_insert.push((i, e));
+/// One `record` call, dialect-neutral. Each dialect runs it inside one transaction
+/// that first locks the batch's campaign rows (`SELECT ... FOR UPDATE`, or SQLite's
+/// `BEGIN IMMEDIATE`), so nothing else records into or voids for these campaigns
+/// until it commits:
+///
+/// 1. [`BatchPlan::new`] with the locked campaigns: rejections ([`check_event`]);
+/// 2. [`BatchPlan::apply_voids`] with the voided ids among [`BatchPlan::undecided_ids`];
+/// 3. insert [`BatchPlan::choose_inserts`] with conflict-ignore, learning which ids were new;
+/// 4. if [`BatchPlan::ids_to_check`] is not empty, read which of those ids are stored;
+/// 5. [`BatchPlan::settle`]: the outcomes, the inserted rows to delete again (beyond
+///    the stock), and how much each campaign's `issued_count` grows.
+///
+/// The outcomes are exactly those of applying the events one by one in batch order
+/// (as `coupon_core::memory::MemoryStore` does): rejected; voided; the same coupon id
+/// already stored (before or earlier in the batch) is a duplicate; a slot held by
+/// another coupon is taken; beyond the stock is exhausted; else stored.
+pub(crate) struct BatchPlan<'a> {
+    events: &'a [IssueEvent],
+    /// Outcomes known before inserting: rejections and voids.
+    outcomes: Vec<Option<RecordOutcome>>,
+    /// Per campaign, how many more coupons fit (`total_quantity - issued_count`).
+    room: HashMap<CampaignId, i64>,
+    /// Indices of the events handed to the insert.
+    attempted: Vec<usize>,
+}
+
+/// What a settled batch comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Settlement {
+    /// One outcome per event, in order.
+    pub outcomes: Vec<RecordOutcome>,
+    /// Rows the insert wrote that are not stored after all (beyond the stock): delete
+    /// them in the same transaction.
+    pub remove: Vec<Uuid>,
+    /// Coupons newly stored per campaign: add them to `issued_count`.
+    pub added: Vec<(CampaignId, i64)>,
+}
+
+type Slot<'a> = (CampaignId, &'a str, u32);
+
+fn slot(e: &IssueEvent) -> Slot<'_> {
+    (e.campaign_id, e.user_id.as_str(), e.nth)
+}
+
+impl<'a> BatchPlan<'a> {
+    /// Rejects the events that can never be stored.
+    pub fn new(events: &'a [IssueEvent], campaigns: &HashMap<CampaignId, LockedCampaign>) -> Self {
+        let outcomes = events
+            .iter()
+            .map(|e| {
+                check_event(e, campaigns.get(&e.campaign_id).map(|c| &c.campaign))
+                    .err()
+                    .map(|reason| RecordOutcome::Rejected { reason })
+            })
+            .collect();
+        let room = campaigns
+            .iter()
+            .map(|(id, c)| {
+                let total = i64::try_from(c.campaign.total_quantity).unwrap_or(i64::MAX);
+                (*id, total.saturating_sub(c.issued_count))
+            })
+            .collect();
+        Self {
+            events,
+            outcomes,
+            room,
+            attempted: Vec::new(),
         }
     }
-    BatchPlan { outcomes, to_insert }
-}
 
-impl BatchPlan<'_> {
-    /// Fills in Stored for the inserted coupon ids, Duplicate for the rest.
-    pub fn finish(mut self, inserted: &std::collections::HashSet<Uuid>) -> Vec<RecordOutcome> {
-        for (i, e) in &self.to_insert {
-            self.outcomes[*i] = Some(if inserted.contains(e.coupon_id.as_uuid()) {
+    fn undecided(&self) -> impl Iterator<Item = (usize, &'a IssueEvent)> + '_ {
+        self.events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.outcomes[*i].is_none())
+    }
+
+    /// The distinct coupon ids of the events not yet decided (to look up among voids).
+    pub fn undecided_ids(&self) -> Vec<Uuid> {
+        distinct(self.undecided().map(|(_, e)| *e.coupon_id.as_uuid()))
+    }
+
+    /// Fences the events whose coupon id is voided.
+    pub fn apply_voids(&mut self, voided: &HashSet<Uuid>) {
+        for (i, e) in self.events.iter().enumerate() {
+            if self.outcomes[i].is_none() && voided.contains(e.coupon_id.as_uuid()) {
+                self.outcomes[i] = Some(RecordOutcome::Fenced { fence: Fence::Voided });
+            }
+        }
+    }
+
+    /// The events to insert: of the undecided ones, the first of each coupon id and of
+    /// each `(campaign, user, nth)` slot, in batch order. Their coupon ids are distinct.
+    pub fn choose_inserts(&mut self) -> Vec<&'a IssueEvent> {
+        let mut ids = HashSet::new();
+        let mut slots = HashSet::new();
+        let mut attempted = Vec::new();
+        for (i, e) in self.undecided() {
+            if !ids.contains(&e.coupon_id) && !slots.contains(&slot(e)) {
+                ids.insert(e.coupon_id);
+                slots.insert(slot(e));
+                attempted.push(i);
+            }
+        }
+        self.attempted = attempted;
+        self.attempted.iter().map(|&i| &self.events[i]).collect()
+    }
+
+    /// The coupon ids whose being stored already decides an outcome: those of undecided
+    /// events the insert did not write. Empty when every insert went in (no query needed).
+    pub fn ids_to_check(&self, inserted: &HashSet<Uuid>) -> Vec<Uuid> {
+        distinct(
+            self.undecided()
+                .map(|(_, e)| *e.coupon_id.as_uuid())
+                .filter(|id| !inserted.contains(id)),
+        )
+    }
+
+    /// Every outcome, given the ids the insert wrote and those stored before it.
+    pub fn settle(self, inserted: &HashSet<Uuid>, stored_before: &HashSet<Uuid>) -> Settlement {
+        let mut room = self.room;
+        let attempted: HashSet<usize> = self.attempted.iter().copied().collect();
+        // Slots the database already held: an attempted row that did not go in met a
+        // row in its slot (its own, for a redelivery, or another coupon's).
+        let taken_before: HashSet<Slot<'_>> = self
+            .attempted
+            .iter()
+            .map(|&i| &self.events[i])
+            .filter(|e| !inserted.contains(e.coupon_id.as_uuid()))
+            .map(slot)
+            .collect();
+        let mut stored_ids = HashSet::new();
+        let mut stored_slots = HashSet::new();
+        let mut added: HashMap<CampaignId, i64> = HashMap::new();
+        let mut remove = Vec::new();
+        let mut outcomes = Vec::with_capacity(self.events.len());
+        for (i, (known, e)) in self.outcomes.into_iter().zip(self.events).enumerate() {
+            let id = e.coupon_id.as_uuid();
+            let written = attempted.contains(&i) && inserted.contains(id);
+            let fenced = |fence| RecordOutcome::Fenced { fence };
+            let outcome = if let Some(known) = known {
+                known
+            } else if stored_before.contains(id) || stored_ids.contains(id) {
+                RecordOutcome::Duplicate
+            } else if taken_before.contains(&slot(e)) || stored_slots.contains(&slot(e)) {
+                fenced(Fence::SlotTaken)
+            } else if room.get(&e.campaign_id).is_none_or(|r| *r <= 0) {
+                fenced(Fence::StockExhausted)
+            } else if written {
+                *room.get_mut(&e.campaign_id).expect("checked above") -= 1;
+                *added.entry(e.campaign_id).or_insert(0) += 1;
+                stored_ids.insert(*id);
+                stored_slots.insert(slot(e));
                 RecordOutcome::Stored
             } else {
-                RecordOutcome::Duplicate
-            });
+                // Only for a coupon id repeated in the batch under another slot, whose
+                // first copy met a taken slot: nothing was written for it.
+                fenced(Fence::SlotTaken)
+            };
+            if written && outcome != RecordOutcome::Stored {
+                remove.push(*id);
+            }
+            outcomes.push(outcome);
         }
-        self.outcomes
-            .into_iter()
-            .map(|o| o.expect("every event has an outcome"))
-            .collect()
+        let mut added: Vec<(CampaignId, i64)> = added.into_iter().collect();
+        added.sort();
+        Settlement {
+            outcomes,
+            remove,
+            added,
+        }
     }
 }
 
-/// Campaigns that are open or closed never change what record() checks (window,
-/// limit, state other than draft), so they are cached; drafts are read each time.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct SettledCampaigns(Arc<RwLock<HashMap<CampaignId, Campaign>>>);
+fn distinct(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
+    let mut seen = HashSet::new();
+    ids.filter(|id| seen.insert(*id)).collect()
+}
 
-impl SettledCampaigns {
-    /// The cached campaigns among `ids`, and the ids still to read.
-    pub fn split(&self, ids: &[CampaignId]) -> (HashMap<CampaignId, Campaign>, Vec<CampaignId>) {
-        let cache = self.0.read().expect("campaign cache");
-        let mut found = HashMap::new();
-        let mut missing = Vec::new();
-        for id in ids {
-            match cache.get(id) {
-                Some(c) => {
-                    found.insert(*id, c.clone());
+/// What [`coupon_core::IssueStore::void`] answers, given which of the keys' coupon ids
+/// are stored; also the distinct voids to insert (with conflict-ignore).
+pub(crate) fn void_outcomes<'k>(
+    keys: &'k [ReservationKey],
+    stored: &HashSet<Uuid>,
+) -> (Vec<VoidOutcome>, Vec<&'k ReservationKey>) {
+    let mut seen = HashSet::new();
+    let mut to_void = Vec::new();
+    let outcomes = keys
+        .iter()
+        .map(|k| {
+            if stored.contains(k.coupon_id.as_uuid()) {
+                VoidOutcome::Stored
+            } else {
+                if seen.insert(k.coupon_id) {
+                    to_void.push(k);
                 }
-                None => missing.push(*id),
+                VoidOutcome::Voided
             }
-        }
-        (found, missing)
-    }
+        })
+        .collect();
+    (outcomes, to_void)
+}
 
-    pub fn remember(&self, campaigns: impl IntoIterator<Item = Campaign>) {
-        let mut cache = self.0.write().expect("campaign cache");
-        for c in campaigns {
-            if c.state != CampaignState::Draft {
-                cache.insert(c.id, c);
-            }
-        }
-    }
+/// The distinct coupon ids of `keys`.
+pub(crate) fn key_ids(keys: &[ReservationKey]) -> Vec<Uuid> {
+    distinct(keys.iter().map(|k| *k.coupon_id.as_uuid()))
 }
 
 /// The distinct campaign ids of a batch.
@@ -278,12 +420,14 @@ fn is_transient(code: Option<&str>) -> bool {
     )
 }
 
-/// `(user, max nth)` rows as holders.
+/// `(user, nth)` rows as holders, ordered by user then `nth` (in Rust, so the order
+/// does not depend on the database's collation).
 pub(crate) fn holders_from_rows(
     backend: &'static str,
     rows: Vec<(String, i32)>,
 ) -> Result<Vec<(UserId, u32)>, BackendError> {
-    rows.into_iter()
+    let mut holders = rows
+        .into_iter()
         .map(|(u, n)| {
             let user = UserId::new(u).map_err(|e| corrupt(backend, "holders", &e.to_string()))?;
             Ok((
@@ -291,13 +435,176 @@ pub(crate) fn holders_from_rows(
                 u32::try_from(n).map_err(|_| corrupt(backend, "holders", "negative nth"))?,
             ))
         })
-        .collect()
+        .collect::<Result<Vec<_>, BackendError>>()?;
+    holders.sort();
+    Ok(holders)
 }
 
-/// For each key, whether `(user, nth)` is among the stored rows.
-pub(crate) fn mark_stored(keys: &[coupon_core::ReservationKey], rows: Vec<(String, i32)>) -> Vec<bool> {
-    let stored: std::collections::HashSet<(String, i32)> = rows.into_iter().collect();
-    keys.iter()
-        .map(|k| stored.contains(&(k.user_id.as_str().to_owned(), k.nth as i32)))
-        .collect()
+/// For each key, whether its coupon id is among the stored ids.
+pub(crate) fn mark_stored(keys: &[ReservationKey], stored: &HashSet<Uuid>) -> Vec<bool> {
+    keys.iter().map(|k| stored.contains(k.coupon_id.as_uuid())).collect()
+}
+
+/// A count read from the database as a `u64`.
+pub(crate) fn count(backend: &'static str, operation: &'static str, n: i64) -> Result<u64, BackendError> {
+    u64::try_from(n).map_err(|_| corrupt(backend, operation, "negative count"))
+}
+
+#[cfg(test)]
+mod tests {
+    use coupon_core::conformance::{event, now_ms, open_campaign, user};
+
+    use super::*;
+
+    const STORED: RecordOutcome = RecordOutcome::Stored;
+    const DUPLICATE: RecordOutcome = RecordOutcome::Duplicate;
+    const VOIDED: RecordOutcome = RecordOutcome::Fenced { fence: Fence::Voided };
+    const TAKEN: RecordOutcome = RecordOutcome::Fenced {
+        fence: Fence::SlotTaken,
+    };
+    const EXHAUSTED: RecordOutcome = RecordOutcome::Fenced {
+        fence: Fence::StockExhausted,
+    };
+
+    fn locked(c: &Campaign, issued_count: i64) -> HashMap<CampaignId, LockedCampaign> {
+        HashMap::from([(
+            c.id,
+            LockedCampaign {
+                campaign: c.clone(),
+                issued_count,
+            },
+        )])
+    }
+
+    fn ids(events: &[&IssueEvent]) -> HashSet<Uuid> {
+        events.iter().map(|e| *e.coupon_id.as_uuid()).collect()
+    }
+
+    /// Runs a plan against a fake database holding `stored` ids in `taken` slots and the
+    /// `voided` ids: the insert writes what is neither a stored id nor a taken slot.
+    fn run(
+        events: &[IssueEvent],
+        campaigns: &HashMap<CampaignId, LockedCampaign>,
+        voided: &[&IssueEvent],
+        stored: &[&IssueEvent],
+    ) -> (Settlement, usize) {
+        let mut plan = BatchPlan::new(events, campaigns);
+        let undecided: HashSet<Uuid> = plan.undecided_ids().into_iter().collect();
+        plan.apply_voids(&ids(voided).intersection(&undecided).copied().collect());
+        let to_insert = plan.choose_inserts();
+        let stored_ids = ids(stored);
+        let taken: HashSet<Slot<'_>> = stored.iter().map(|e| slot(e)).collect();
+        let inserted: HashSet<Uuid> = to_insert
+            .iter()
+            .filter(|e| !stored_ids.contains(e.coupon_id.as_uuid()) && !taken.contains(&slot(e)))
+            .map(|e| *e.coupon_id.as_uuid())
+            .collect();
+        let check = plan.ids_to_check(&inserted);
+        let checked = check.len();
+        let before = check.into_iter().filter(|id| stored_ids.contains(id)).collect();
+        (plan.settle(&inserted, &before), checked)
+    }
+
+    #[test]
+    fn a_clean_batch_is_stored_without_extra_reads() {
+        let c = open_campaign(10, 1);
+        let events: Vec<_> = (0..3).map(|i| event(&c, &user(&c.id, i), 1, now_ms())).collect();
+        let (s, checked) = run(&events, &locked(&c, 0), &[], &[]);
+        assert_eq!(s.outcomes, vec![STORED; 3]);
+        assert!(s.remove.is_empty());
+        assert_eq!(s.added, vec![(c.id, 3)]);
+        assert_eq!(checked, 0, "no stored-id lookup when everything went in");
+    }
+
+    #[test]
+    fn fences_and_duplicates_in_the_order_of_the_memory_store() {
+        let c = open_campaign(3, 2);
+        let t = now_ms();
+        let old = event(&c, &user(&c.id, 0), 1, t);
+        let gone = event(&c, &user(&c.id, 1), 1, t);
+        let events = vec![
+            old.clone(),                      // redelivery
+            gone.clone(),                     // voided
+            event(&c, &user(&c.id, 0), 1, t), // slot held by `old`
+            event(&c, &user(&c.id, 1), 1, t), // the voided one's slot is free
+            event(&c, &user(&c.id, 2), 1, t), // stored (last room)
+            event(&c, &user(&c.id, 2), 2, t), // beyond the stock
+            event(&c, &user(&c.id, 2), 0, t), // rejected
+        ];
+        let mut repeat = events.clone();
+        repeat.push(events[3].clone()); // the same coupon twice: the first copy decides
+        repeat.push(events[5].clone());
+        let mut other = events[3].clone();
+        other.coupon_id = CouponId::new(); // a second coupon in a slot filled by this batch
+        repeat.push(other);
+        let (s, _) = run(&repeat, &locked(&c, 1), &[&gone], &[&old]);
+        assert_eq!(
+            s.outcomes,
+            vec![
+                DUPLICATE,
+                VOIDED,
+                TAKEN,
+                STORED,
+                STORED,
+                EXHAUSTED,
+                RecordOutcome::Rejected {
+                    reason: RejectReason::NthOutOfRange
+                },
+                DUPLICATE,
+                EXHAUSTED,
+                TAKEN,
+            ]
+        );
+        assert_eq!(s.remove, vec![*events[5].coupon_id.as_uuid()]);
+        assert_eq!(s.added, vec![(c.id, 2)]);
+    }
+
+    #[test]
+    fn earlier_events_win_the_last_of_the_stock() {
+        let c = open_campaign(5, 1);
+        let events: Vec<_> = (0..6).map(|i| event(&c, &user(&c.id, i), 1, now_ms())).collect();
+        let (s, _) = run(&events, &locked(&c, 3), &[], &[]);
+        assert_eq!(
+            s.outcomes,
+            vec![STORED, STORED, EXHAUSTED, EXHAUSTED, EXHAUSTED, EXHAUSTED]
+        );
+        let last: Vec<Uuid> = events[2..].iter().map(|e| *e.coupon_id.as_uuid()).collect();
+        assert_eq!(s.remove, last, "the excess rows are deleted again");
+        assert_eq!(s.added, vec![(c.id, 2)]);
+        // A campaign already over its stock (migrated as is) takes nothing more, and a
+        // slot conflict is still reported as such.
+        let (s, _) = run(&events[..2], &locked(&c, 7), &[], &[&events[1]]);
+        assert_eq!(s.outcomes, vec![EXHAUSTED, DUPLICATE]);
+        assert!(s.added.is_empty());
+    }
+
+    #[test]
+    fn a_slot_freed_by_an_exhausted_event_is_exhausted_too() {
+        let c = open_campaign(1, 1);
+        let t = now_ms();
+        let a = event(&c, &user(&c.id, 0), 1, t);
+        let b = event(&c, &user(&c.id, 1), 1, t);
+        let mut b2 = b.clone();
+        b2.coupon_id = CouponId::new();
+        let (s, _) = run(&[a, b, b2], &locked(&c, 0), &[], &[]);
+        assert_eq!(s.outcomes, vec![STORED, EXHAUSTED, EXHAUSTED]);
+    }
+
+    #[test]
+    fn void_answers_stored_or_voided_and_voids_each_id_once() {
+        let c = open_campaign(5, 1);
+        let t = now_ms();
+        let a = event(&c, &user(&c.id, 0), 1, t).reservation_key();
+        let b = event(&c, &user(&c.id, 1), 1, t).reservation_key();
+        let stored = HashSet::from([*a.coupon_id.as_uuid()]);
+        let keys = [a.clone(), b.clone(), b.clone()];
+        let (outcomes, to_void) = void_outcomes(&keys, &stored);
+        assert_eq!(
+            outcomes,
+            vec![VoidOutcome::Stored, VoidOutcome::Voided, VoidOutcome::Voided]
+        );
+        assert_eq!(to_void, vec![&b]);
+        assert_eq!(key_ids(&keys).len(), 2);
+        assert_eq!(mark_stored(&keys, &stored), vec![true, false, false]);
+    }
 }

@@ -17,10 +17,14 @@
 //! ```
 //!
 //! - Migrations per dialect in `migrations/<dialect>/`, embedded in the binary and run by
-//!   `connect` (or `PgStore::migrate` and friends). Tables: `coupon_campaigns`,
-//!   `coupon_coupons` with `UNIQUE (campaign_id, user_id, nth)`.
-//! - `record` writes a whole batch in one statement with conflict-ignore and reports per
-//!   event which rows are new; replays change nothing.
+//!   `connect` (or `PgStore::migrate` and friends). Tables: `coupon_campaigns` (with
+//!   `issued_count`, checked against `total_quantity`), `coupon_coupons` with
+//!   `UNIQUE (campaign_id, user_id, nth)`, `coupon_voids`.
+//! - `record` is one transaction per batch: it locks the batch's campaigns, refuses
+//!   voided coupon ids, writes the batch in one statement with conflict-ignore, keeps the
+//!   campaign's stored count within its stock, and reports per event stored, duplicate
+//!   (same coupon id), rejected or fenced; replays change nothing.
+//! - `void` takes the same lock, so a coupon id ends up stored or voided, never both.
 //! - `redeem` is one conditional `UPDATE` (state, validity window and minimum order in the
 //!   `WHERE`), so of concurrent redemptions exactly one wins.
 //! - Queries are checked at run time (`sqlx::query`), so building needs no database.

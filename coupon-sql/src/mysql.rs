@@ -3,26 +3,34 @@
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
+use chrono::Utc;
 use coupon_core::{
     BackendError, Campaign, CampaignId, CampaignState, Coupon, CouponId, IssueEvent, IssueStore, RecordOutcome,
-    RedeemOutcome, Redemption, ReservationKey, UserId,
+    RedeemOutcome, Redemption, ReservationKey, UserId, VoidOutcome,
 };
-use sqlx::mysql::{MySql, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::{QueryBuilder, Row};
+use sqlx::mysql::{MySql, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::{Connection, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::common::{
-    CampaignColumns, CouponColumns, SettledCampaigns, amount, backend_error, campaign_ids, check_campaign,
-    explain_refusal, plan_batch,
+    BatchPlan, CampaignColumns, CouponColumns, LockedCampaign, amount, backend_error, campaign_ids, check_campaign,
+    count, explain_refusal, key_ids, void_outcomes,
 };
 use crate::config::{StoreConfig, connect_error};
 
 const B: &str = "mysql";
 const CAMPAIGN_SELECT: &str = "SELECT id, name, total_quantity, per_user_limit, issue_starts_at, issue_ends_at, \
      valid_until, valid_days, min_order_amount, discount, state, created_at FROM coupon_campaigns";
+const CAMPAIGN_SELECT_COUNTED: &str = "SELECT id, name, total_quantity, per_user_limit, issue_starts_at, \
+     issue_ends_at, valid_until, valid_days, min_order_amount, discount, state, created_at, issued_count \
+     FROM coupon_campaigns";
 const COUPON_COLUMNS: &str = "id, campaign_id, user_id, nth, issued_at, valid_until, state, redeemed_at, order_id";
-/// Rows per INSERT statement (8 parameters each, under the 65,535 limit).
+/// Rows per INSERT statement (8 parameters each, under the 65,535 limit); also ids per
+/// `IN (...)` list.
 const INSERT_CHUNK: usize = 5_000;
+
+/// How long `migrate` waits for another instance's migration run.
+const MIGRATE_LOCK_WAIT_SECS: i64 = 300;
 
 /// The migrations for MySQL and MariaDB (`migrations/mysql`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql");
@@ -30,18 +38,22 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/mysql"
 /// How a batch learns which of its rows were new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NewRows {
-    /// MariaDB: `INSERT IGNORE ... RETURNING id` returns only the inserted rows (one round trip).
+    /// MariaDB: `INSERT ... RETURNING id, record_token` (one round trip). It also returns
+    /// the rows a conflict left alone, so the token still tells which rows are new.
     Returning,
     /// MySQL (no `RETURNING`): rows carry a per-call token, read back after the insert.
     Token,
 }
 
-/// [`IssueStore`] on MySQL or MariaDB. Batches are one multi-row `INSERT IGNORE`; on
-/// MariaDB with `RETURNING`, on MySQL followed by one `SELECT` of the call's token.
+/// [`IssueStore`] on MySQL or MariaDB. A batch is one transaction that locks its
+/// campaigns' rows (`FOR UPDATE`, in id order), reads the voids among its coupon ids,
+/// writes the coupons with multi-row `INSERT ... ON DUPLICATE KEY UPDATE id = id` (a
+/// no-op on conflict; unlike `INSERT IGNORE` it keeps foreign key and CHECK errors as
+/// errors) — on MariaDB with `RETURNING`, on MySQL followed by one `SELECT` of the
+/// call's token — and adds them to the campaigns' `issued_count`.
 #[derive(Debug, Clone)]
 pub struct MySqlStore {
     pool: MySqlPool,
-    campaigns: SettledCampaigns,
     new_rows: NewRows,
 }
 
@@ -63,11 +75,7 @@ impl MySqlStore {
         } else {
             NewRows::Token
         };
-        let store = Self {
-            pool,
-            campaigns: SettledCampaigns::default(),
-            new_rows,
-        };
+        let store = Self { pool, new_rows };
         if config.migrate {
             store.migrate().await?;
         }
@@ -81,12 +89,39 @@ impl MySqlStore {
         self
     }
 
-    /// Runs the migrations (idempotent).
+    /// Runs the migrations (idempotent). Concurrent runs (several instances starting at
+    /// once) are serialized by a named lock of this crate's: sqlx's own migration lock,
+    /// `GET_LOCK(name, -1)`, does not wait on MariaDB (a negative timeout returns NULL at
+    /// once there), which let two instances apply the same migration together.
     pub async fn migrate(&self) -> Result<(), BackendError> {
-        MIGRATOR
-            .run(&self.pool)
+        let err = |e| backend_error(B, "migrate", e);
+        // A session of its own holds the lock: closing it releases the lock whatever
+        // happens, and the pool keeps all its connections for the migrator.
+        let mut lock = MySqlConnection::connect_with(&self.pool.connect_options())
             .await
-            .map_err(|e| backend_error(B, "migrate", sqlx::Error::Migrate(Box::new(e))))
+            .map_err(err)?;
+        let locked: Option<i64> =
+            sqlx::query_scalar("SELECT GET_LOCK(CONCAT('coupon_sql_migrate_', MD5(COALESCE(DATABASE(), ''))), ?)")
+                .bind(MIGRATE_LOCK_WAIT_SECS)
+                .fetch_one(&mut lock)
+                .await
+                .map_err(err)?;
+        let ran = if locked == Some(1) {
+            MIGRATOR
+                .run(&self.pool)
+                .await
+                .map_err(|e| backend_error(B, "migrate", sqlx::Error::Migrate(Box::new(e))))
+        } else {
+            Err(BackendError::new(
+                coupon_core::Component::Store,
+                B,
+                "migrate",
+                coupon_core::ErrorKind::Unavailable,
+                format!("another instance held the migration lock for {MIGRATE_LOCK_WAIT_SECS} s"),
+            ))
+        };
+        let _ = lock.close().await;
+        ran
     }
 
     /// The pool.
@@ -94,34 +129,18 @@ impl MySqlStore {
         &self.pool
     }
 
-    async fn load_campaigns(&self, ids: &[CampaignId]) -> Result<HashMap<CampaignId, Campaign>, BackendError> {
-        let (mut found, missing) = self.campaigns.split(ids);
-        if !missing.is_empty() {
-            let mut q: QueryBuilder<MySql> = QueryBuilder::new(CAMPAIGN_SELECT);
-            q.push(" WHERE id IN (");
-            let mut list = q.separated(", ");
-            for id in &missing {
-                list.push_bind(*id.as_uuid());
-            }
-            list.push_unseparated(")");
-            let rows = q
-                .build()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| backend_error(B, "record", e))?;
-            let loaded = rows.iter().map(campaign_from_row).collect::<Result<Vec<_>, _>>()?;
-            self.campaigns.remember(loaded.iter().cloned());
-            found.extend(loaded.into_iter().map(|c| (c.id, c)));
-        }
-        Ok(found)
-    }
-
-    async fn insert(&self, chunk: &[(usize, &IssueEvent)]) -> Result<Vec<Uuid>, BackendError> {
-        let token = Uuid::new_v4();
+    /// Inserts `chunk` (distinct coupon ids) tagged with `token`; the ids it wrote (on
+    /// the token path, none: they are read back by token afterwards).
+    async fn insert(
+        &self,
+        conn: &mut MySqlConnection,
+        chunk: &[&IssueEvent],
+        token: Uuid,
+    ) -> Result<Vec<Uuid>, BackendError> {
         let mut q: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT IGNORE INTO coupon_coupons (id, campaign_id, user_id, nth, event_id, issued_at, valid_until, record_token) ",
+            "INSERT INTO coupon_coupons (id, campaign_id, user_id, nth, event_id, issued_at, valid_until, record_token) ",
         );
-        q.push_values(chunk, |mut row, (_, e)| {
+        q.push_values(chunk, |mut row, e| {
             row.push_bind(*e.coupon_id.as_uuid())
                 .push_bind(*e.campaign_id.as_uuid())
                 .push_bind(e.user_id.as_str())
@@ -131,24 +150,27 @@ impl MySqlStore {
                 .push_bind(e.valid_until)
                 .push_bind(token);
         });
+        q.push(" ON DUPLICATE KEY UPDATE id = id");
         match self.new_rows {
             NewRows::Returning => {
-                q.push(" RETURNING id");
-                q.build_query_scalar()
-                    .fetch_all(&self.pool)
+                q.push(" RETURNING id, record_token");
+                let rows: Vec<(Uuid, Option<Uuid>)> = q
+                    .build_query_as()
+                    .fetch_all(conn)
                     .await
-                    .map_err(|e| backend_error(B, "record", e))
+                    .map_err(|e| backend_error(B, "record", e))?;
+                Ok(rows
+                    .into_iter()
+                    .filter(|(_, t)| *t == Some(token))
+                    .map(|(id, _)| id)
+                    .collect())
             }
             NewRows::Token => {
                 q.build()
-                    .execute(&self.pool)
+                    .execute(conn)
                     .await
                     .map_err(|e| backend_error(B, "record", e))?;
-                sqlx::query_scalar("SELECT id FROM coupon_coupons WHERE record_token = ?")
-                    .bind(token)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(|e| backend_error(B, "record", e))
+                Ok(Vec::new())
             }
         }
     }
@@ -174,6 +196,67 @@ impl MySqlStore {
         }
     }
 }
+
+/// Locks the rows of `ids` (those that exist) in id order, so that concurrent
+/// batches over several campaigns cannot deadlock, and reads them.
+async fn lock_campaigns(
+    conn: &mut MySqlConnection,
+    ids: &[CampaignId],
+    operation: &'static str,
+) -> Result<HashMap<CampaignId, LockedCampaign>, BackendError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut q: QueryBuilder<MySql> = QueryBuilder::new(CAMPAIGN_SELECT_COUNTED);
+    q.push(" WHERE id IN (");
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(*id.as_uuid());
+    }
+    list.push_unseparated(") ORDER BY id FOR UPDATE");
+    let rows = q
+        .build()
+        .fetch_all(conn)
+        .await
+        .map_err(|e| backend_error(B, operation, e))?;
+    rows.iter()
+        .map(|row| {
+            let campaign = campaign_from_row(row)?;
+            let issued_count: i64 = row
+                .try_get("issued_count")
+                .map_err(|e| backend_error(B, operation, e))?;
+            Ok((campaign.id, LockedCampaign { campaign, issued_count }))
+        })
+        .collect()
+}
+
+/// Which of `ids` the query `select` (ending in `IN (`) finds, in chunks.
+async fn present(
+    conn: &mut MySqlConnection,
+    select: &'static str,
+    ids: &[Uuid],
+    operation: &'static str,
+) -> Result<HashSet<Uuid>, BackendError> {
+    let mut found = HashSet::new();
+    for chunk in ids.chunks(INSERT_CHUNK) {
+        let mut q: QueryBuilder<MySql> = QueryBuilder::new(select);
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        list.push_unseparated(")");
+        let rows: Vec<Uuid> = q
+            .build_query_scalar()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| backend_error(B, operation, e))?;
+        found.extend(rows);
+    }
+    Ok(found)
+}
+
+const VOIDED_AMONG: &str = "SELECT coupon_id FROM coupon_voids WHERE coupon_id IN (";
+const STORED_AMONG: &str = "SELECT id FROM coupon_coupons WHERE id IN (";
 
 fn campaign_from_row(row: &MySqlRow) -> Result<Campaign, BackendError> {
     let get = || -> Result<CampaignColumns, sqlx::Error> {
@@ -282,13 +365,78 @@ impl IssueStore for MySqlStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let campaigns = self.load_campaigns(&campaign_ids(events)).await?;
-        let plan = plan_batch(events, &campaigns);
+        let err = |e| backend_error(B, "record", e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        // Under REPEATABLE READ the snapshot of the plain reads below is taken at the
+        // first of them, after this lock is granted, so they see what the previous
+        // holder committed.
+        let campaigns = lock_campaigns(&mut tx, &campaign_ids(events), "record").await?;
+        let mut plan = BatchPlan::new(events, &campaigns);
+        let voided = present(&mut tx, VOIDED_AMONG, &plan.undecided_ids(), "record").await?;
+        plan.apply_voids(&voided);
+        let to_insert = plan.choose_inserts();
+        let token = Uuid::new_v4();
         let mut inserted = HashSet::new();
-        for chunk in plan.to_insert.chunks(INSERT_CHUNK) {
-            inserted.extend(self.insert(chunk).await?);
+        for chunk in to_insert.chunks(INSERT_CHUNK) {
+            inserted.extend(self.insert(&mut tx, chunk, token).await?);
         }
-        Ok(plan.finish(&inserted))
+        if self.new_rows == NewRows::Token && !to_insert.is_empty() {
+            let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM coupon_coupons WHERE record_token = ?")
+                .bind(token)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(err)?;
+            inserted.extend(ids);
+        }
+        let stored = present(&mut tx, STORED_AMONG, &plan.ids_to_check(&inserted), "record").await?;
+        let settled = plan.settle(&inserted, &stored);
+        for chunk in settled.remove.chunks(INSERT_CHUNK) {
+            let mut q: QueryBuilder<MySql> = QueryBuilder::new("DELETE FROM coupon_coupons WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            list.push_unseparated(")");
+            q.build().execute(&mut *tx).await.map_err(err)?;
+        }
+        for (campaign_id, n) in &settled.added {
+            sqlx::query("UPDATE coupon_campaigns SET issued_count = issued_count + ? WHERE id = ?")
+                .bind(*n)
+                .bind(campaign_id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(settled.outcomes)
+    }
+
+    async fn void(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<VoidOutcome>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let err = |e| backend_error(B, "void", e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        // The same lock as record(): a coupon id ends up stored or voided, never both.
+        lock_campaigns(&mut tx, std::slice::from_ref(campaign_id), "void").await?;
+        let stored = present(&mut tx, STORED_AMONG, &key_ids(keys), "void").await?;
+        let (outcomes, to_void) = void_outcomes(keys, &stored);
+        let now = Utc::now();
+        for chunk in to_void.chunks(INSERT_CHUNK) {
+            let mut q: QueryBuilder<MySql> =
+                QueryBuilder::new("INSERT INTO coupon_voids (coupon_id, campaign_id, user_id, nth, voided_at) ");
+            q.push_values(chunk, |mut row, k| {
+                row.push_bind(*k.coupon_id.as_uuid())
+                    .push_bind(*campaign_id.as_uuid())
+                    .push_bind(k.user_id.as_str())
+                    .push_bind(k.nth as i32)
+                    .push_bind(now);
+            });
+            q.push(" ON DUPLICATE KEY UPDATE coupon_id = coupon_id");
+            q.build().execute(&mut *tx).await.map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(outcomes)
     }
 
     async fn coupon(&self, id: &CouponId) -> Result<Option<Coupon>, BackendError> {
@@ -354,41 +502,44 @@ impl IssueStore for MySqlStore {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| backend_error(B, "issued_count", e))?;
-        Ok(n as u64)
+        count(B, "issued_count", n)
     }
 
     async fn holders(&self, campaign_id: &CampaignId) -> Result<Vec<(UserId, u32)>, BackendError> {
-        let rows: Vec<(String, i32)> = sqlx::query_as(
-            "SELECT user_id, MAX(nth) FROM coupon_coupons WHERE campaign_id = ? GROUP BY user_id ORDER BY user_id",
-        )
-        .bind(campaign_id.as_uuid())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| backend_error(B, "holders", e))?;
+        let rows: Vec<(String, i32)> = sqlx::query_as("SELECT user_id, nth FROM coupon_coupons WHERE campaign_id = ?")
+            .bind(campaign_id.as_uuid())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "holders", e))?;
         crate::common::holders_from_rows(B, rows)
     }
 
+    async fn voided_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupon_voids WHERE campaign_id = ?")
+            .bind(campaign_id.as_uuid())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "voided_count", e))?;
+        count(B, "voided_count", n)
+    }
+
     async fn stored_keys(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<bool>, BackendError> {
-        let mut rows: Vec<(String, i32)> = Vec::new();
-        for chunk in keys.chunks(1_000) {
-            let mut q: QueryBuilder<MySql> =
-                QueryBuilder::new("SELECT user_id, nth FROM coupon_coupons WHERE campaign_id = ");
-            q.push_bind(*campaign_id.as_uuid()).push(" AND (user_id, nth) IN (");
+        let mut stored = HashSet::new();
+        for chunk in key_ids(keys).chunks(INSERT_CHUNK) {
+            let mut q: QueryBuilder<MySql> = QueryBuilder::new("SELECT id FROM coupon_coupons WHERE campaign_id = ");
+            q.push_bind(*campaign_id.as_uuid()).push(" AND id IN (");
             let mut list = q.separated(", ");
-            for k in chunk {
-                list.push("(")
-                    .push_bind_unseparated(k.user_id.as_str())
-                    .push_unseparated(", ");
-                list.push_bind_unseparated(k.nth as i32).push_unseparated(")");
+            for id in chunk {
+                list.push_bind(*id);
             }
             list.push_unseparated(")");
-            rows.extend(
-                q.build_query_as::<(String, i32)>()
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(|e| backend_error(B, "stored_keys", e))?,
-            );
+            let ids: Vec<Uuid> = q
+                .build_query_scalar()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| backend_error(B, "stored_keys", e))?;
+            stored.extend(ids);
         }
-        Ok(crate::common::mark_stored(keys, rows))
+        Ok(crate::common::mark_stored(keys, &stored))
     }
 }

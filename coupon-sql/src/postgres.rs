@@ -4,17 +4,18 @@ use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use async_trait::async_trait;
+use chrono::Utc;
 use coupon_core::{
     BackendError, Campaign, CampaignId, CampaignState, Coupon, CouponId, IssueEvent, IssueStore, RecordOutcome,
-    RedeemOutcome, Redemption, ReservationKey, UserId,
+    RedeemOutcome, Redemption, ReservationKey, UserId, VoidOutcome,
 };
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use uuid::Uuid;
 
 use crate::common::{
-    CampaignColumns, CouponColumns, SettledCampaigns, amount, backend_error, campaign_ids, check_campaign,
-    explain_refusal, plan_batch,
+    BatchPlan, CampaignColumns, CouponColumns, LockedCampaign, amount, backend_error, campaign_ids, check_campaign,
+    count, explain_refusal, key_ids, void_outcomes,
 };
 use crate::config::StoreConfig;
 
@@ -26,12 +27,13 @@ const COUPON_COLUMNS: &str = "id, campaign_id, user_id, nth, issued_at, valid_un
 /// The migrations for PostgreSQL (`migrations/postgres`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
-/// [`IssueStore`] on PostgreSQL. Batches are written with one `INSERT ... SELECT FROM
-/// UNNEST(...) ON CONFLICT DO NOTHING RETURNING id`, whatever their size.
+/// [`IssueStore`] on PostgreSQL. A batch is one transaction that locks its campaigns'
+/// rows (`FOR UPDATE`, in id order), reads the voids among its coupon ids, writes the
+/// coupons with one `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT DO NOTHING RETURNING
+/// id` whatever the batch size, and adds them to the campaigns' `issued_count`.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
-    campaigns: SettledCampaigns,
 }
 
 impl PgStore {
@@ -52,10 +54,7 @@ impl PgStore {
 
     /// Wraps an existing pool.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self {
-            pool,
-            campaigns: SettledCampaigns::default(),
-        }
+        Self { pool }
     }
 
     /// Runs the migrations (idempotent).
@@ -70,27 +69,57 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
-
-    async fn load_campaigns(&self, ids: &[CampaignId]) -> Result<HashMap<CampaignId, Campaign>, BackendError> {
-        let (mut found, missing) = self.campaigns.split(ids);
-        if !missing.is_empty() {
-            let uuids: Vec<Uuid> = missing.iter().map(|id| *id.as_uuid()).collect();
-            let rows = sqlx::query(CAMPAIGNS_BY_IDS.as_str())
-                .bind(uuids)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| backend_error(B, "record", e))?;
-            let loaded = rows.iter().map(campaign_from_row).collect::<Result<Vec<_>, _>>()?;
-            self.campaigns.remember(loaded.iter().cloned());
-            found.extend(loaded.into_iter().map(|c| (c.id, c)));
-        }
-        Ok(found)
-    }
 }
 
+/// Locks the rows of `ids` (those that exist) in id order, so that concurrent
+/// batches over several campaigns cannot deadlock, and reads them.
+async fn lock_campaigns(
+    conn: &mut PgConnection,
+    ids: &[CampaignId],
+    operation: &'static str,
+) -> Result<HashMap<CampaignId, LockedCampaign>, BackendError> {
+    let uuids: Vec<Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
+    let rows = sqlx::query(LOCK_CAMPAIGNS.as_str())
+        .bind(uuids)
+        .fetch_all(conn)
+        .await
+        .map_err(|e| backend_error(B, operation, e))?;
+    rows.iter()
+        .map(|row| {
+            let campaign = campaign_from_row(row)?;
+            let issued_count: i64 = row
+                .try_get("issued_count")
+                .map_err(|e| backend_error(B, operation, e))?;
+            Ok((campaign.id, LockedCampaign { campaign, issued_count }))
+        })
+        .collect()
+}
+
+/// Which of `ids` the query `sql` (one `uuid[]` parameter) finds.
+async fn present(
+    conn: &mut PgConnection,
+    sql: &'static str,
+    ids: &[Uuid],
+    operation: &'static str,
+) -> Result<HashSet<Uuid>, BackendError> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let found: Vec<Uuid> = sqlx::query_scalar(sql)
+        .bind(ids)
+        .fetch_all(conn)
+        .await
+        .map_err(|e| backend_error(B, operation, e))?;
+    Ok(found.into_iter().collect())
+}
+
+const VOIDED_AMONG: &str = "SELECT coupon_id FROM coupon_voids WHERE coupon_id = ANY($1)";
+const STORED_AMONG: &str = "SELECT id FROM coupon_coupons WHERE id = ANY($1)";
+
 // Statements that splice the column lists, built once.
-static CAMPAIGNS_BY_IDS: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {CAMPAIGN_COLUMNS} FROM coupon_campaigns WHERE id = ANY($1)"));
+static LOCK_CAMPAIGNS: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {CAMPAIGN_COLUMNS}, issued_count FROM coupon_campaigns WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+});
 static CAMPAIGN: LazyLock<String> =
     LazyLock::new(|| format!("SELECT {CAMPAIGN_COLUMNS} FROM coupon_campaigns WHERE id = $1"));
 static SET_STATE: LazyLock<String> = LazyLock::new(|| {
@@ -224,11 +253,16 @@ impl IssueStore for PgStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let campaigns = self.load_campaigns(&campaign_ids(events)).await?;
-        let plan = plan_batch(events, &campaigns);
+        let err = |e| backend_error(B, "record", e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let campaigns = lock_campaigns(&mut tx, &campaign_ids(events), "record").await?;
+        let mut plan = BatchPlan::new(events, &campaigns);
+        let voided = present(&mut tx, VOIDED_AMONG, &plan.undecided_ids(), "record").await?;
+        plan.apply_voids(&voided);
+        let to_insert = plan.choose_inserts();
         let mut inserted = HashSet::new();
-        if !plan.to_insert.is_empty() {
-            let n = plan.to_insert.len();
+        if !to_insert.is_empty() {
+            let n = to_insert.len();
             let (mut ids, mut campaign_ids, mut users, mut nths, mut event_ids, mut issued, mut valid) = (
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
@@ -238,7 +272,7 @@ impl IssueStore for PgStore {
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
             );
-            for (_, e) in &plan.to_insert {
+            for e in &to_insert {
                 ids.push(*e.coupon_id.as_uuid());
                 campaign_ids.push(*e.campaign_id.as_uuid());
                 users.push(e.user_id.as_str());
@@ -259,12 +293,66 @@ impl IssueStore for PgStore {
             .bind(event_ids)
             .bind(issued)
             .bind(valid)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await
-            .map_err(|e| backend_error(B, "record", e))?;
+            .map_err(err)?;
             inserted.extend(rows);
         }
-        Ok(plan.finish(&inserted))
+        let stored = present(&mut tx, STORED_AMONG, &plan.ids_to_check(&inserted), "record").await?;
+        let settled = plan.settle(&inserted, &stored);
+        if !settled.remove.is_empty() {
+            sqlx::query("DELETE FROM coupon_coupons WHERE id = ANY($1)")
+                .bind(&settled.remove)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        if !settled.added.is_empty() {
+            let (ids, added): (Vec<Uuid>, Vec<i64>) = settled.added.iter().map(|(id, n)| (*id.as_uuid(), *n)).unzip();
+            sqlx::query(
+                "UPDATE coupon_campaigns k SET issued_count = k.issued_count + d.n \
+                 FROM UNNEST($1::uuid[], $2::int8[]) AS d(id, n) WHERE k.id = d.id",
+            )
+            .bind(ids)
+            .bind(added)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(settled.outcomes)
+    }
+
+    async fn void(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<VoidOutcome>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let err = |e| backend_error(B, "void", e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        // The same lock as record(): a coupon id ends up stored or voided, never both.
+        lock_campaigns(&mut tx, std::slice::from_ref(campaign_id), "void").await?;
+        let stored = present(&mut tx, STORED_AMONG, &key_ids(keys), "void").await?;
+        let (outcomes, to_void) = void_outcomes(keys, &stored);
+        if !to_void.is_empty() {
+            let ids: Vec<Uuid> = to_void.iter().map(|k| *k.coupon_id.as_uuid()).collect();
+            let users: Vec<&str> = to_void.iter().map(|k| k.user_id.as_str()).collect();
+            let nths: Vec<i32> = to_void.iter().map(|k| k.nth as i32).collect();
+            sqlx::query(
+                "INSERT INTO coupon_voids (coupon_id, campaign_id, user_id, nth, voided_at) \
+                 SELECT v.id, $1, v.user_id, v.nth, $5 FROM UNNEST($2::uuid[], $3::text[], $4::int4[]) AS v(id, user_id, nth) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(campaign_id.as_uuid())
+            .bind(ids)
+            .bind(users)
+            .bind(nths)
+            .bind(Utc::now())
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(outcomes)
     }
 
     async fn coupon(&self, id: &CouponId) -> Result<Option<Coupon>, BackendError> {
@@ -332,37 +420,38 @@ impl IssueStore for PgStore {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| backend_error(B, "issued_count", e))?;
-        Ok(n as u64)
+        count(B, "issued_count", n)
     }
 
     async fn holders(&self, campaign_id: &CampaignId) -> Result<Vec<(UserId, u32)>, BackendError> {
-        let rows: Vec<(String, i32)> = sqlx::query_as(
-            "SELECT user_id, MAX(nth) FROM coupon_coupons WHERE campaign_id = $1 GROUP BY user_id ORDER BY user_id",
-        )
-        .bind(campaign_id.as_uuid())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| backend_error(B, "holders", e))?;
+        let rows: Vec<(String, i32)> = sqlx::query_as("SELECT user_id, nth FROM coupon_coupons WHERE campaign_id = $1")
+            .bind(campaign_id.as_uuid())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "holders", e))?;
         crate::common::holders_from_rows(B, rows)
+    }
+
+    async fn voided_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupon_voids WHERE campaign_id = $1")
+            .bind(campaign_id.as_uuid())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "voided_count", e))?;
+        count(B, "voided_count", n)
     }
 
     async fn stored_keys(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<bool>, BackendError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let users: Vec<&str> = keys.iter().map(|k| k.user_id.as_str()).collect();
-        let nths: Vec<i32> = keys.iter().map(|k| k.nth as i32).collect();
-        let rows: Vec<(String, i32)> = sqlx::query_as(
-            "SELECT c.user_id, c.nth FROM coupon_coupons c \
-             JOIN UNNEST($2::text[], $3::int4[]) AS k(user_id, nth) ON c.user_id = k.user_id AND c.nth = k.nth \
-             WHERE c.campaign_id = $1",
-        )
-        .bind(campaign_id.as_uuid())
-        .bind(users)
-        .bind(nths)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| backend_error(B, "stored_keys", e))?;
-        Ok(crate::common::mark_stored(keys, rows))
+        let ids: Vec<Uuid> =
+            sqlx::query_scalar("SELECT id FROM coupon_coupons WHERE campaign_id = $1 AND id = ANY($2)")
+                .bind(campaign_id.as_uuid())
+                .bind(key_ids(keys))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| backend_error(B, "stored_keys", e))?;
+        Ok(crate::common::mark_stored(keys, &ids.into_iter().collect()))
     }
 }

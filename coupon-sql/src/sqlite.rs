@@ -8,36 +8,46 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use coupon_core::{
     BackendError, Campaign, CampaignId, CampaignState, Coupon, CouponId, IssueEvent, IssueStore, RecordOutcome,
-    RedeemOutcome, Redemption, ReservationKey, UserId,
+    RedeemOutcome, Redemption, ReservationKey, UserId, VoidOutcome,
 };
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use crate::common::{
-    CampaignColumns, CouponColumns, SettledCampaigns, amount, backend_error, campaign_ids, check_campaign, corrupt,
-    explain_refusal, plan_batch,
+    BatchPlan, CampaignColumns, CouponColumns, LockedCampaign, amount, backend_error, campaign_ids, check_campaign,
+    corrupt, count, explain_refusal, key_ids, void_outcomes,
 };
 use crate::config::{StoreConfig, connect_error};
 
 const B: &str = "sqlite";
 const CAMPAIGN_SELECT: &str = "SELECT id, name, total_quantity, per_user_limit, issue_starts_at, issue_ends_at, \
      valid_until, valid_days, min_order_amount, discount, state, created_at FROM coupon_campaigns";
+const CAMPAIGN_SELECT_COUNTED: &str = "SELECT id, name, total_quantity, per_user_limit, issue_starts_at, \
+     issue_ends_at, valid_until, valid_days, min_order_amount, discount, state, created_at, issued_count \
+     FROM coupon_campaigns";
 const COUPON_COLUMNS: &str = "id, campaign_id, user_id, nth, issued_at, valid_until, state, redeemed_at, order_id";
-/// Rows per INSERT statement (7 parameters each, under SQLite's 32,766 limit).
+/// Rows per INSERT statement (7 parameters each, under SQLite's 32,766 limit); also ids
+/// per `IN (...)` list.
 const INSERT_CHUNK: usize = 4_000;
+/// How `record` and `void` start their transaction: taking the write lock up front, so
+/// that what they read stays true until they commit (the other dialects lock the
+/// campaign rows instead).
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
 /// The migrations for SQLite (`migrations/sqlite`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// [`IssueStore`] on SQLite: WAL journal, a busy timeout, foreign keys on. Times are
-/// stored as integer microseconds so SQL comparisons are numeric.
+/// stored as integer microseconds so SQL comparisons are numeric. `record` and `void`
+/// are `BEGIN IMMEDIATE` transactions (one writer at a time); a batch is written with
+/// multi-row `INSERT ... ON CONFLICT DO NOTHING RETURNING id`.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    campaigns: SettledCampaigns,
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -71,10 +81,7 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| connect_error(B, e))?;
-        let store = Self {
-            pool,
-            campaigns: SettledCampaigns::default(),
-        };
+        let store = Self { pool };
         if config.migrate {
             store.migrate().await?;
         }
@@ -103,28 +110,6 @@ impl SqliteStore {
         Ok(ids.into_iter().map(CampaignId::from_uuid).collect())
     }
 
-    async fn load_campaigns(&self, ids: &[CampaignId]) -> Result<HashMap<CampaignId, Campaign>, BackendError> {
-        let (mut found, missing) = self.campaigns.split(ids);
-        if !missing.is_empty() {
-            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(CAMPAIGN_SELECT);
-            q.push(" WHERE id IN (");
-            let mut list = q.separated(", ");
-            for id in &missing {
-                list.push_bind(*id.as_uuid());
-            }
-            list.push_unseparated(")");
-            let rows = q
-                .build()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| backend_error(B, "record", e))?;
-            let loaded = rows.iter().map(campaign_from_row).collect::<Result<Vec<_>, _>>()?;
-            self.campaigns.remember(loaded.iter().cloned());
-            found.extend(loaded.into_iter().map(|c| (c.id, c)));
-        }
-        Ok(found)
-    }
-
     async fn coupon_with_min(&self, id: &CouponId) -> Result<Option<(Coupon, Option<i64>)>, BackendError> {
         let row = sqlx::query(
             "SELECT c.id, c.campaign_id, c.user_id, c.nth, c.issued_at, c.valid_until, c.state, c.redeemed_at, \
@@ -146,6 +131,67 @@ impl SqliteStore {
         }
     }
 }
+
+/// Reads the campaigns of `ids` (inside a `BEGIN IMMEDIATE` transaction, which holds
+/// the database's write lock).
+async fn locked_campaigns(
+    conn: &mut SqliteConnection,
+    ids: &[CampaignId],
+    operation: &'static str,
+) -> Result<HashMap<CampaignId, LockedCampaign>, BackendError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(CAMPAIGN_SELECT_COUNTED);
+    q.push(" WHERE id IN (");
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(*id.as_uuid());
+    }
+    list.push_unseparated(")");
+    let rows = q
+        .build()
+        .fetch_all(conn)
+        .await
+        .map_err(|e| backend_error(B, operation, e))?;
+    rows.iter()
+        .map(|row| {
+            let campaign = campaign_from_row(row)?;
+            let issued_count: i64 = row
+                .try_get("issued_count")
+                .map_err(|e| backend_error(B, operation, e))?;
+            Ok((campaign.id, LockedCampaign { campaign, issued_count }))
+        })
+        .collect()
+}
+
+/// Which of `ids` the query `select` (ending in `IN (`) finds, in chunks.
+async fn present(
+    conn: &mut SqliteConnection,
+    select: &'static str,
+    ids: &[Uuid],
+    operation: &'static str,
+) -> Result<HashSet<Uuid>, BackendError> {
+    let mut found = HashSet::new();
+    for chunk in ids.chunks(INSERT_CHUNK) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(select);
+        let mut list = q.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        list.push_unseparated(")");
+        let rows: Vec<Uuid> = q
+            .build_query_scalar()
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| backend_error(B, operation, e))?;
+        found.extend(rows);
+    }
+    Ok(found)
+}
+
+const VOIDED_AMONG: &str = "SELECT coupon_id FROM coupon_voids WHERE coupon_id IN (";
+const STORED_AMONG: &str = "SELECT id FROM coupon_coupons WHERE id IN (";
 
 fn campaign_from_row(row: &SqliteRow) -> Result<Campaign, BackendError> {
     let get = || -> Result<_, sqlx::Error> {
@@ -281,14 +327,19 @@ impl IssueStore for SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let campaigns = self.load_campaigns(&campaign_ids(events)).await?;
-        let plan = plan_batch(events, &campaigns);
+        let err = |e| backend_error(B, "record", e);
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(err)?;
+        let campaigns = locked_campaigns(&mut tx, &campaign_ids(events), "record").await?;
+        let mut plan = BatchPlan::new(events, &campaigns);
+        let voided = present(&mut tx, VOIDED_AMONG, &plan.undecided_ids(), "record").await?;
+        plan.apply_voids(&voided);
+        let to_insert = plan.choose_inserts();
         let mut inserted = HashSet::new();
-        for chunk in plan.to_insert.chunks(INSERT_CHUNK) {
+        for chunk in to_insert.chunks(INSERT_CHUNK) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
                 "INSERT INTO coupon_coupons (id, campaign_id, user_id, nth, event_id, issued_at, valid_until) ",
             );
-            q.push_values(chunk, |mut row, (_, e)| {
+            q.push_values(chunk, |mut row, e| {
                 row.push_bind(*e.coupon_id.as_uuid())
                     .push_bind(*e.campaign_id.as_uuid())
                     .push_bind(e.user_id.as_str())
@@ -298,14 +349,57 @@ impl IssueStore for SqliteStore {
                     .push_bind(micros(e.valid_until));
             });
             q.push(" ON CONFLICT DO NOTHING RETURNING id");
-            let ids: Vec<Uuid> = q
-                .build_query_scalar()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| backend_error(B, "record", e))?;
+            let ids: Vec<Uuid> = q.build_query_scalar().fetch_all(&mut *tx).await.map_err(err)?;
             inserted.extend(ids);
         }
-        Ok(plan.finish(&inserted))
+        let stored = present(&mut tx, STORED_AMONG, &plan.ids_to_check(&inserted), "record").await?;
+        let settled = plan.settle(&inserted, &stored);
+        for chunk in settled.remove.chunks(INSERT_CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("DELETE FROM coupon_coupons WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            list.push_unseparated(")");
+            q.build().execute(&mut *tx).await.map_err(err)?;
+        }
+        for (campaign_id, n) in &settled.added {
+            sqlx::query("UPDATE coupon_campaigns SET issued_count = issued_count + ? WHERE id = ?")
+                .bind(*n)
+                .bind(campaign_id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(settled.outcomes)
+    }
+
+    async fn void(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<VoidOutcome>, BackendError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let err = |e| backend_error(B, "void", e);
+        // The same write lock as record(): a coupon id ends up stored or voided, never both.
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(err)?;
+        let stored = present(&mut tx, STORED_AMONG, &key_ids(keys), "void").await?;
+        let (outcomes, to_void) = void_outcomes(keys, &stored);
+        let now = micros(Utc::now());
+        for chunk in to_void.chunks(INSERT_CHUNK) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO coupon_voids (coupon_id, campaign_id, user_id, nth, voided_at) ");
+            q.push_values(chunk, |mut row, k| {
+                row.push_bind(*k.coupon_id.as_uuid())
+                    .push_bind(*campaign_id.as_uuid())
+                    .push_bind(k.user_id.as_str())
+                    .push_bind(k.nth as i32)
+                    .push_bind(now);
+            });
+            q.push(" ON CONFLICT DO NOTHING");
+            q.build().execute(&mut *tx).await.map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(outcomes)
     }
 
     async fn coupon(&self, id: &CouponId) -> Result<Option<Coupon>, BackendError> {
@@ -371,41 +465,44 @@ impl IssueStore for SqliteStore {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| backend_error(B, "issued_count", e))?;
-        Ok(n as u64)
+        count(B, "issued_count", n)
     }
 
     async fn holders(&self, campaign_id: &CampaignId) -> Result<Vec<(UserId, u32)>, BackendError> {
-        let rows: Vec<(String, i32)> = sqlx::query_as(
-            "SELECT user_id, MAX(nth) FROM coupon_coupons WHERE campaign_id = ? GROUP BY user_id ORDER BY user_id",
-        )
-        .bind(campaign_id.as_uuid())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| backend_error(B, "holders", e))?;
+        let rows: Vec<(String, i32)> = sqlx::query_as("SELECT user_id, nth FROM coupon_coupons WHERE campaign_id = ?")
+            .bind(campaign_id.as_uuid())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "holders", e))?;
         crate::common::holders_from_rows(B, rows)
     }
 
+    async fn voided_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupon_voids WHERE campaign_id = ?")
+            .bind(campaign_id.as_uuid())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "voided_count", e))?;
+        count(B, "voided_count", n)
+    }
+
     async fn stored_keys(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<bool>, BackendError> {
-        let mut rows: Vec<(String, i32)> = Vec::new();
-        for chunk in keys.chunks(1_000) {
-            let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new("SELECT user_id, nth FROM coupon_coupons WHERE campaign_id = ");
-            q.push_bind(*campaign_id.as_uuid()).push(" AND (user_id, nth) IN (");
+        let mut stored = HashSet::new();
+        for chunk in key_ids(keys).chunks(INSERT_CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("SELECT id FROM coupon_coupons WHERE campaign_id = ");
+            q.push_bind(*campaign_id.as_uuid()).push(" AND id IN (");
             let mut list = q.separated(", ");
-            for k in chunk {
-                list.push("(")
-                    .push_bind_unseparated(k.user_id.as_str())
-                    .push_unseparated(", ");
-                list.push_bind_unseparated(k.nth as i32).push_unseparated(")");
+            for id in chunk {
+                list.push_bind(*id);
             }
             list.push_unseparated(")");
-            rows.extend(
-                q.build_query_as::<(String, i32)>()
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(|e| backend_error(B, "stored_keys", e))?,
-            );
+            let ids: Vec<Uuid> = q
+                .build_query_scalar()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| backend_error(B, "stored_keys", e))?;
+            stored.extend(ids);
         }
-        Ok(crate::common::mark_stored(keys, rows))
+        Ok(crate::common::mark_stored(keys, &stored))
     }
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use chrono::Duration;
 
-use super::support::{now_ms, open_campaign, user};
-use crate::domain::{Admission, ReservationKey};
+use super::support::{admit, admit_keyed, now_ms, open_campaign, user};
+use crate::domain::{Admission, CouponId, ReservationKey};
 use crate::gate::{AdmitRequest, IssueGate};
 
 fn admitted(a: Admission) -> (u32, u64) {
@@ -22,13 +22,10 @@ pub async fn admits_until_sold_out(gate: Arc<dyn IssueGate>) {
     gate.open(&c.gate_spec()).await.unwrap();
     let now = now_ms();
     for i in 0..3 {
-        let (nth, remaining) = admitted(gate.admit(&c.id, &user(&c.id, i), now).await.unwrap());
+        let (nth, remaining) = admitted(admit(&*gate, &c.id, &user(&c.id, i), now).await);
         assert_eq!((nth, remaining), (1, 2 - i as u64));
     }
-    assert_eq!(
-        gate.admit(&c.id, &user(&c.id, 3), now).await.unwrap(),
-        Admission::SoldOut
-    );
+    assert_eq!(admit(&*gate, &c.id, &user(&c.id, 3), now).await, Admission::SoldOut);
     let counts = gate.counts(&c.id).await.unwrap().unwrap();
     assert_eq!((counts.remaining, counts.pending), (0, 3));
 }
@@ -38,10 +35,10 @@ pub async fn one_coupon_per_user(gate: Arc<dyn IssueGate>) {
     let c = open_campaign(10, 1);
     gate.open(&c.gate_spec()).await.unwrap();
     let u = user(&c.id, 0);
-    admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap());
-    assert_eq!(gate.admit(&c.id, &u, now_ms()).await.unwrap(), Admission::AlreadyIssued);
+    admitted(admit(&*gate, &c.id, &u, now_ms()).await);
+    assert_eq!(admit(&*gate, &c.id, &u, now_ms()).await, Admission::AlreadyIssued);
     assert_eq!(gate.counts(&c.id).await.unwrap().unwrap().remaining, 9);
-    assert_eq!(gate.holding(&c.id, &u).await.unwrap(), 1);
+    assert_eq!(gate.holding(&c.id, &u).await.unwrap(), vec![1]);
 }
 
 /// With a limit of N a user gets coupons 1..=N, then is refused.
@@ -50,10 +47,10 @@ pub async fn per_user_limit_above_one(gate: Arc<dyn IssueGate>) {
     gate.open(&c.gate_spec()).await.unwrap();
     let u = user(&c.id, 0);
     for expected in 1..=3 {
-        assert_eq!(admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap()).0, expected);
+        assert_eq!(admitted(admit(&*gate, &c.id, &u, now_ms()).await).0, expected);
     }
-    assert_eq!(gate.admit(&c.id, &u, now_ms()).await.unwrap(), Admission::AlreadyIssued);
-    assert_eq!(gate.holding(&c.id, &u).await.unwrap(), 3);
+    assert_eq!(admit(&*gate, &c.id, &u, now_ms()).await, Admission::AlreadyIssued);
+    assert_eq!(gate.holding(&c.id, &u).await.unwrap(), vec![1, 2, 3]);
 }
 
 /// Before the window: not open; after it: closed; an unknown campaign: not open.
@@ -63,10 +60,10 @@ pub async fn window_and_unknown_campaign(gate: Arc<dyn IssueGate>) {
     let u = user(&c.id, 0);
     let before = c.issue_starts_at - Duration::seconds(1);
     let after = c.issue_ends_at;
-    assert_eq!(gate.admit(&c.id, &u, before).await.unwrap(), Admission::NotOpen);
-    assert_eq!(gate.admit(&c.id, &u, after).await.unwrap(), Admission::Closed);
+    assert_eq!(admit(&*gate, &c.id, &u, before).await, Admission::NotOpen);
+    assert_eq!(admit(&*gate, &c.id, &u, after).await, Admission::Closed);
     let unknown = open_campaign(1, 1);
-    assert_eq!(gate.admit(&unknown.id, &u, now_ms()).await.unwrap(), Admission::NotOpen);
+    assert_eq!(admit(&*gate, &unknown.id, &u, now_ms()).await, Admission::NotOpen);
     assert_eq!(gate.counts(&unknown.id).await.unwrap(), None);
     assert_eq!(
         gate.counts(&c.id).await.unwrap().unwrap().remaining,
@@ -80,10 +77,10 @@ pub async fn open_is_idempotent(gate: Arc<dyn IssueGate>) {
     let c = open_campaign(5, 1);
     gate.open(&c.gate_spec()).await.unwrap();
     let u = user(&c.id, 0);
-    admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap());
+    admitted(admit(&*gate, &c.id, &u, now_ms()).await);
     gate.open(&c.gate_spec()).await.unwrap();
     assert_eq!(gate.counts(&c.id).await.unwrap().unwrap().remaining, 4);
-    assert_eq!(gate.admit(&c.id, &u, now_ms()).await.unwrap(), Admission::AlreadyIssued);
+    assert_eq!(admit(&*gate, &c.id, &u, now_ms()).await, Admission::AlreadyIssued);
 }
 
 /// Release gives the stock and the user's slot back, once; unknown keys change nothing.
@@ -91,11 +88,16 @@ pub async fn release_returns_stock_once(gate: Arc<dyn IssueGate>) {
     let c = open_campaign(1, 1);
     gate.open(&c.gate_spec()).await.unwrap();
     let u = user(&c.id, 0);
-    admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap());
-    let key = ReservationKey {
-        user_id: u.clone(),
-        nth: 1,
+    let (admission, key) = admit_keyed(&*gate, &c.id, &u, now_ms()).await;
+    admitted(admission);
+    let other_admission = ReservationKey {
+        coupon_id: CouponId::new(),
+        ..key.clone()
     };
+    assert!(
+        !gate.release(&c.id, &other_admission).await.unwrap(),
+        "another admission of the same user and nth is not this one"
+    );
     assert!(gate.release(&c.id, &key).await.unwrap());
     assert!(
         !gate.release(&c.id, &key).await.unwrap(),
@@ -103,15 +105,16 @@ pub async fn release_returns_stock_once(gate: Arc<dyn IssueGate>) {
     );
     let counts = gate.counts(&c.id).await.unwrap().unwrap();
     assert_eq!((counts.remaining, counts.pending), (1, 0));
-    assert_eq!(gate.holding(&c.id, &u).await.unwrap(), 0);
+    assert!(gate.holding(&c.id, &u).await.unwrap().is_empty());
     let stranger = ReservationKey {
+        coupon_id: CouponId::new(),
         user_id: user(&c.id, 9),
         nth: 1,
     };
     assert!(!gate.release(&c.id, &stranger).await.unwrap());
     assert!(!gate.release(&open_campaign(1, 1).id, &key).await.unwrap());
     assert_eq!(
-        admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap()).0,
+        admitted(admit(&*gate, &c.id, &u, now_ms()).await).0,
         1,
         "the user may try again"
     );
@@ -121,34 +124,35 @@ pub async fn release_returns_stock_once(gate: Arc<dyn IssueGate>) {
 pub async fn ledger_records_admissions_and_settle_clears_them(gate: Arc<dyn IssueGate>) {
     let c = open_campaign(10, 1);
     gate.open(&c.gate_spec()).await.unwrap();
-    let t0 = now_ms();
+    // Ledger times come from the gate's own clock, not the caller's.
+    let t0 = gate.clock().await.unwrap();
+    let mut keys = Vec::new();
+    let mut times = Vec::new();
     for i in 0..4 {
-        admitted(
-            gate.admit(&c.id, &user(&c.id, i), t0 + Duration::milliseconds(i as i64))
-                .await
-                .unwrap(),
-        );
+        let (admission, key) = admit_keyed(&*gate, &c.id, &user(&c.id, i), now_ms()).await;
+        admitted(admission);
+        keys.push(key);
+        // Wait until the gate's clock moves on, so the four entries have distinct times.
+        let at = gate.clock().await.unwrap();
+        while gate.clock().await.unwrap() <= at {
+            tokio::task::yield_now().await;
+        }
+        times.push(at);
     }
-    let all = gate.reservations(&c.id, t0 + Duration::seconds(1), 100).await.unwrap();
+    let t1 = gate.clock().await.unwrap();
+    let all = gate.reservations(&c.id, t1 + Duration::seconds(1), 100).await.unwrap();
     assert_eq!(all.len(), 4);
     for (i, r) in all.iter().enumerate() {
-        assert_eq!(
-            r.key,
-            ReservationKey {
-                user_id: user(&c.id, i),
-                nth: 1
-            },
-            "oldest first"
+        assert_eq!(r.key, keys[i], "oldest first");
+        assert!(
+            r.admitted_at >= t0 - Duration::milliseconds(1) && r.admitted_at <= t1,
+            "{r:?} within [{t0}, {t1}]"
         );
-        assert_eq!(r.admitted_at, t0 + Duration::milliseconds(i as i64));
     }
-    let older = gate
-        .reservations(&c.id, t0 + Duration::milliseconds(2), 100)
-        .await
-        .unwrap();
+    let older = gate.reservations(&c.id, all[2].admitted_at, 100).await.unwrap();
     assert_eq!(older.len(), 2, "only entries admitted before the bound");
     assert_eq!(
-        gate.reservations(&c.id, t0 + Duration::seconds(1), 3)
+        gate.reservations(&c.id, t1 + Duration::seconds(1), 3)
             .await
             .unwrap()
             .len(),
@@ -161,7 +165,7 @@ pub async fn ledger_records_admissions_and_settle_clears_them(gate: Arc<dyn Issu
         .unwrap();
     assert_eq!(settled, 2);
     assert_eq!(gate.settle(&c.id, &[all[0].key.clone()]).await.unwrap(), 0);
-    let left = gate.reservations(&c.id, t0 + Duration::seconds(1), 100).await.unwrap();
+    let left = gate.reservations(&c.id, t1 + Duration::seconds(1), 100).await.unwrap();
     assert_eq!(
         left.iter().map(|r| r.key.clone()).collect::<Vec<_>>(),
         vec![all[2].key.clone(), all[3].key.clone()]
@@ -174,31 +178,30 @@ pub async fn settled_entries_are_never_released(gate: Arc<dyn IssueGate>) {
     let c = open_campaign(1, 1);
     gate.open(&c.gate_spec()).await.unwrap();
     let u = user(&c.id, 0);
-    admitted(gate.admit(&c.id, &u, now_ms()).await.unwrap());
-    let key = ReservationKey {
-        user_id: u.clone(),
-        nth: 1,
-    };
+    let (admission, key) = admit_keyed(&*gate, &c.id, &u, now_ms()).await;
+    admitted(admission);
     gate.settle(&c.id, std::slice::from_ref(&key)).await.unwrap();
     assert!(!gate.release(&c.id, &key).await.unwrap());
     assert_eq!(gate.counts(&c.id).await.unwrap().unwrap().remaining, 0);
-    assert_eq!(gate.admit(&c.id, &u, now_ms()).await.unwrap(), Admission::AlreadyIssued);
+    assert_eq!(admit(&*gate, &c.id, &u, now_ms()).await, Admission::AlreadyIssued);
 }
 
 /// A campaign the gate lost is rebuilt from the store's holders.
 pub async fn restore_rebuilds_a_lost_campaign(gate: Arc<dyn IssueGate>) {
     let c = open_campaign(10, 2);
-    let holders = vec![(user(&c.id, 0), 2), (user(&c.id, 1), 1)];
+    let holders = vec![(user(&c.id, 0), 1), (user(&c.id, 0), 2), (user(&c.id, 1), 2)];
     let report = gate.restore(&c.gate_spec(), &holders).await.unwrap();
     assert!(report.created);
     assert_eq!((report.users_restored, report.stock_taken, report.remaining), (2, 3, 7));
+    assert_eq!(gate.holding(&c.id, &user(&c.id, 1)).await.unwrap(), vec![2]);
     assert_eq!(
-        gate.admit(&c.id, &user(&c.id, 0), now_ms()).await.unwrap(),
+        admit(&*gate, &c.id, &user(&c.id, 0), now_ms()).await,
         Admission::AlreadyIssued
     );
     assert_eq!(
-        admitted(gate.admit(&c.id, &user(&c.id, 1), now_ms()).await.unwrap()),
-        (2, 6)
+        admitted(admit(&*gate, &c.id, &user(&c.id, 1), now_ms()).await),
+        (1, 6),
+        "the lowest free nth"
     );
     assert_eq!(
         gate.counts(&c.id).await.unwrap().unwrap().pending,
@@ -212,7 +215,7 @@ pub async fn restore_only_adds(gate: Arc<dyn IssueGate>) {
     let c = open_campaign(10, 1);
     gate.open(&c.gate_spec()).await.unwrap();
     let (known, forgotten) = (user(&c.id, 0), user(&c.id, 1));
-    admitted(gate.admit(&c.id, &known, now_ms()).await.unwrap());
+    admitted(admit(&*gate, &c.id, &known, now_ms()).await);
     let holders = vec![(known.clone(), 1), (forgotten.clone(), 1)];
     let report = gate.restore(&c.gate_spec(), &holders).await.unwrap();
     assert!(!report.created);
@@ -220,7 +223,7 @@ pub async fn restore_only_adds(gate: Arc<dyn IssueGate>) {
     let again = gate.restore(&c.gate_spec(), &holders).await.unwrap();
     assert_eq!((again.users_restored, again.stock_taken, again.remaining), (0, 0, 8));
     assert_eq!(
-        gate.admit(&c.id, &forgotten, now_ms()).await.unwrap(),
+        admit(&*gate, &c.id, &forgotten, now_ms()).await,
         Admission::AlreadyIssued
     );
 }
@@ -229,10 +232,10 @@ pub async fn restore_only_adds(gate: Arc<dyn IssueGate>) {
 pub async fn close_forgets_the_campaign(gate: Arc<dyn IssueGate>) {
     let c = open_campaign(5, 1);
     gate.open(&c.gate_spec()).await.unwrap();
-    admitted(gate.admit(&c.id, &user(&c.id, 0), now_ms()).await.unwrap());
+    admitted(admit(&*gate, &c.id, &user(&c.id, 0), now_ms()).await);
     gate.close(&c.id).await.unwrap();
     assert_eq!(gate.counts(&c.id).await.unwrap(), None);
-    assert_eq!(gate.holding(&c.id, &user(&c.id, 0)).await.unwrap(), 0);
+    assert!(gate.holding(&c.id, &user(&c.id, 0)).await.unwrap().is_empty());
     assert!(
         gate.reservations(&c.id, now_ms() + Duration::days(1), 10)
             .await
@@ -240,7 +243,7 @@ pub async fn close_forgets_the_campaign(gate: Arc<dyn IssueGate>) {
             .is_empty()
     );
     assert_eq!(
-        gate.admit(&c.id, &user(&c.id, 1), now_ms()).await.unwrap(),
+        admit(&*gate, &c.id, &user(&c.id, 1), now_ms()).await,
         Admission::NotOpen
     );
     gate.close(&c.id).await.unwrap();
@@ -254,6 +257,7 @@ pub async fn admit_many_answers_in_order(gate: Arc<dyn IssueGate>) {
     let req = |c: &crate::domain::Campaign, i| AdmitRequest {
         campaign_id: c.id,
         user_id: user(&c.id, i),
+        coupon_id: CouponId::new(),
     };
     let unknown = open_campaign(1, 1);
     let requests = vec![
@@ -294,7 +298,7 @@ pub async fn concurrent_admissions_never_oversell(gate: Arc<dyn IssueGate>) {
                 for i in 0..40 {
                     // 300 users, each tried several times by different tasks.
                     let u = user(&id, (t * 7 + i * 13) % 300);
-                    if let Admission::Admitted { .. } = gate.admit(&id, &u, now_ms()).await.unwrap() {
+                    if let Admission::Admitted { .. } = admit(&*gate, &id, &u, now_ms()).await {
                         won.push(u);
                     }
                 }
@@ -319,12 +323,12 @@ pub async fn campaigns_are_independent(gate: Arc<dyn IssueGate>) {
     gate.open(&a.gate_spec()).await.unwrap();
     gate.open(&b.gate_spec()).await.unwrap();
     let u = user(&a.id, 0);
-    admitted(gate.admit(&a.id, &u, now_ms()).await.unwrap());
+    admitted(admit(&*gate, &a.id, &u, now_ms()).await);
     assert_eq!(
-        gate.admit(&a.id, &user(&a.id, 1), now_ms()).await.unwrap(),
+        admit(&*gate, &a.id, &user(&a.id, 1), now_ms()).await,
         Admission::SoldOut
     );
-    assert_eq!(admitted(gate.admit(&b.id, &u, now_ms()).await.unwrap()), (1, 0));
+    assert_eq!(admitted(admit(&*gate, &b.id, &u, now_ms()).await), (1, 0));
     gate.close(&a.id).await.unwrap();
     assert_eq!(gate.counts(&b.id).await.unwrap().unwrap().remaining, 0);
 }

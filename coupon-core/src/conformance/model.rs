@@ -2,25 +2,29 @@
 //! [`IssueGate`] against it operation by operation (for property tests: every
 //! backend crate feeds it sequences from [`gate_ops`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{Duration, Utc};
 use proptest::prelude::*;
 
 use crate::Admission;
-use crate::domain::{CampaignId, GateCampaign, ReservationKey, UserId};
+use crate::domain::{CampaignId, CouponId, GateCampaign, ReservationKey, UserId};
 use crate::gate::IssueGate;
 
-/// One operation on a campaign, over 8 users and nth up to 3.
+/// One operation on a campaign, over 8 users. Admissions are numbered in the order
+/// they were made; `Release(i)` and friends pick admission `i` modulo that count.
 #[derive(Debug, Clone)]
 pub enum GateOp {
-    /// Admit user `u`.
+    /// Admit user `u` as a fresh admission.
     Admit(u8),
-    /// Release user `u`'s `nth`.
-    Release(u8, u32),
-    /// Settle user `u`'s `nth`.
-    Settle(u8, u32),
-    /// Restore from these `(user, highest nth)` holders.
+    /// Release admission `i` (again, if it already was: a no-op).
+    Release(usize),
+    /// Release a stale copy of admission `i`: same user and `nth`, another coupon id
+    /// (what a reconciler working from an old page would hold). Must change nothing.
+    ReleaseStale(usize),
+    /// Settle admission `i`.
+    Settle(usize),
+    /// Restore from these stored `(user, nth)` slots.
     Restore(Vec<(u8, u32)>),
 }
 
@@ -28,8 +32,9 @@ pub enum GateOp {
 pub fn gate_ops() -> impl Strategy<Value = Vec<GateOp>> {
     let op = prop_oneof![
         6 => (0u8..8).prop_map(GateOp::Admit),
-        2 => (0u8..8, 1u32..4).prop_map(|(u, n)| GateOp::Release(u, n)),
-        2 => (0u8..8, 1u32..4).prop_map(|(u, n)| GateOp::Settle(u, n)),
+        2 => any::<usize>().prop_map(GateOp::Release),
+        1 => any::<usize>().prop_map(GateOp::ReleaseStale),
+        2 => any::<usize>().prop_map(GateOp::Settle),
         1 => prop::collection::vec((0u8..8, 1u32..4), 0..4).prop_map(GateOp::Restore),
     ];
     prop::collection::vec(op, 1..60)
@@ -41,8 +46,9 @@ pub struct GateModel {
     total: u64,
     limit: u32,
     remaining: u64,
-    held: HashMap<u8, u32>,
-    ledger: BTreeMap<(u8, u32), ()>,
+    held: HashMap<u8, BTreeSet<u32>>,
+    // Pending admissions by number: (user, nth).
+    ledger: BTreeMap<usize, (u8, u32)>,
 }
 
 impl GateModel {
@@ -56,45 +62,60 @@ impl GateModel {
         }
     }
 
-    fn admit(&mut self, u: u8) -> Admission {
-        let held = self.held.get(&u).copied().unwrap_or(0);
-        if held >= self.limit {
+    fn admit(&mut self, admission: usize, u: u8) -> Admission {
+        let held = self.held.entry(u).or_default();
+        if held.len() as u32 >= self.limit {
             Admission::AlreadyIssued
         } else if self.remaining == 0 {
             Admission::SoldOut
         } else {
             self.remaining -= 1;
-            self.held.insert(u, held + 1);
-            self.ledger.insert((u, held + 1), ());
+            let nth = (1..).find(|n| !held.contains(n)).expect("a free nth");
+            held.insert(nth);
+            self.ledger.insert(admission, (u, nth));
             Admission::Admitted {
-                nth: held + 1,
+                nth,
                 remaining: self.remaining,
             }
         }
     }
 
-    fn release(&mut self, u: u8, n: u32) -> bool {
-        if self.ledger.remove(&(u, n)).is_none() {
+    fn release(&mut self, admission: usize) -> bool {
+        let Some((u, nth)) = self.ledger.remove(&admission) else {
             return false;
-        }
+        };
         self.remaining = (self.remaining + 1).min(self.total);
-        let h = self.held.entry(u).or_default();
-        *h = h.saturating_sub(1);
+        self.held.entry(u).or_default().remove(&nth);
         true
     }
 
-    fn settle(&mut self, u: u8, n: u32) -> u64 {
-        u64::from(self.ledger.remove(&(u, n)).is_some())
+    fn settle(&mut self, admission: usize) -> u64 {
+        u64::from(self.ledger.remove(&admission).is_some())
     }
 
-    fn restore(&mut self, holders: &[(u8, u32)]) {
-        for (u, n) in holders {
-            let h = self.held.get(u).copied().unwrap_or(0);
-            if *n > h {
-                self.held.insert(*u, *n);
-                self.remaining = self.remaining.saturating_sub(u64::from(n - h));
+    fn restore(&mut self, slots: &[(u8, u32)]) {
+        for (u, n) in slots {
+            if self.held.entry(*u).or_default().insert(*n) {
+                self.remaining = self.remaining.saturating_sub(1);
             }
         }
+    }
+
+    /// I2 inside the gate: no user holds more than the limit, and no two pending
+    /// admissions of one user share an `nth`.
+    fn check_invariants(&self) -> Result<(), String> {
+        let mut seen = BTreeSet::new();
+        for (u, nth) in self.ledger.values() {
+            if !seen.insert((*u, *nth)) {
+                return Err(format!("two pending admissions of user {u} hold nth {nth}"));
+            }
+            if !self.held.get(u).is_some_and(|h| h.contains(nth)) {
+                return Err(format!(
+                    "a pending admission of user {u} holds nth {nth}, which is not held"
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -103,61 +124,87 @@ fn user(campaign: &CampaignId, u: u8) -> UserId {
 }
 
 /// Opens a fresh campaign on `gate` and applies `ops` to gate and model alike,
-/// comparing every answer, the counts and every holding after each step.
+/// comparing every answer, the counts and every holding after each step. Time moves
+/// on at every step.
 pub async fn check_against_model(gate: &dyn IssueGate, total: u64, limit: u32, ops: &[GateOp]) -> Result<(), String> {
-    let now = Utc::now();
+    let start = Utc::now();
     let spec = GateCampaign {
         id: CampaignId::new(),
         total_quantity: total,
         per_user_limit: limit,
-        issue_starts_at: now - Duration::hours(1),
-        issue_ends_at: now + Duration::hours(1),
+        issue_starts_at: start - Duration::hours(1),
+        issue_ends_at: start + Duration::hours(1),
     };
     gate.open(&spec).await.map_err(|e| e.to_string())?;
     let mut model = GateModel::new(total, limit);
     let id = spec.id;
+    // Every admission made so far, admitted or not: its key as the gate would know it.
+    let mut admissions: Vec<ReservationKey> = Vec::new();
     let result = async {
         for (step, op) in ops.iter().enumerate() {
             let fail = |what: String| format!("step {step} {op:?}: {what}");
+            let now = start + Duration::milliseconds(step as i64);
+            let pick = |i: usize| (!admissions.is_empty()).then(|| i % admissions.len());
             match op {
                 GateOp::Admit(u) => {
+                    let coupon_id = CouponId::new();
                     let got = gate
-                        .admit(&id, &user(&id, *u), now)
+                        .admit(&id, &user(&id, *u), &coupon_id, now)
                         .await
                         .map_err(|e| fail(e.to_string()))?;
-                    let want = model.admit(*u);
+                    let want = model.admit(admissions.len(), *u);
                     if got != want {
                         return Err(fail(format!("gate answered {got:?}, the model {want:?}")));
                     }
-                }
-                GateOp::Release(u, n) => {
-                    let key = ReservationKey {
-                        user_id: user(&id, *u),
-                        nth: *n,
+                    let nth = match got {
+                        Admission::Admitted { nth, .. } => nth,
+                        _ => 0,
                     };
-                    let got = gate.release(&id, &key).await.map_err(|e| fail(e.to_string()))?;
-                    let want = model.release(*u, *n);
+                    admissions.push(ReservationKey {
+                        coupon_id,
+                        user_id: user(&id, *u),
+                        nth,
+                    });
+                }
+                GateOp::Release(i) => {
+                    let Some(i) = pick(*i) else { continue };
+                    let got = gate
+                        .release(&id, &admissions[i])
+                        .await
+                        .map_err(|e| fail(e.to_string()))?;
+                    let want = model.release(i);
                     if got != want {
                         return Err(fail(format!("gate released {got}, the model {want}")));
                     }
                 }
-                GateOp::Settle(u, n) => {
-                    let key = ReservationKey {
-                        user_id: user(&id, *u),
-                        nth: *n,
+                GateOp::ReleaseStale(i) => {
+                    let Some(i) = pick(*i) else { continue };
+                    let stale = ReservationKey {
+                        coupon_id: CouponId::new(),
+                        ..admissions[i].clone()
                     };
-                    let got = gate.settle(&id, &[key]).await.map_err(|e| fail(e.to_string()))?;
-                    let want = model.settle(*u, *n);
+                    if gate.release(&id, &stale).await.map_err(|e| fail(e.to_string()))? {
+                        return Err(fail("a stale key released another admission (F1)".into()));
+                    }
+                }
+                GateOp::Settle(i) => {
+                    let Some(i) = pick(*i) else { continue };
+                    let got = gate
+                        .settle(&id, std::slice::from_ref(&admissions[i]))
+                        .await
+                        .map_err(|e| fail(e.to_string()))?;
+                    let want = model.settle(i);
                     if got != want {
                         return Err(fail(format!("gate settled {got}, the model {want}")));
                     }
                 }
-                GateOp::Restore(holders) => {
-                    let h: Vec<_> = holders.iter().map(|(u, n)| (user(&id, *u), *n)).collect();
+                GateOp::Restore(slots) => {
+                    let h: Vec<_> = slots.iter().map(|(u, n)| (user(&id, *u), *n)).collect();
                     gate.restore(&spec, &h).await.map_err(|e| fail(e.to_string()))?;
-                    model.restore(holders);
+                    model.restore(slots);
                 }
             }
+            model.check_invariants().map_err(fail)?;
             let counts = gate
                 .counts(&id)
                 .await
@@ -178,9 +225,15 @@ pub async fn check_against_model(gate: &dyn IssueGate, total: u64, limit: u32, o
                     .holding(&id, &user(&id, u))
                     .await
                     .map_err(|e| fail(e.to_string()))?;
-                let want = model.held.get(&u).copied().unwrap_or(0);
+                let want: Vec<u32> = model
+                    .held
+                    .get(&u)
+                    .map(|h| h.iter().copied().collect())
+                    .unwrap_or_default();
                 if got != want {
-                    return Err(fail(format!("user {u} holds {got} in the gate, {want} in the model")));
+                    return Err(fail(format!(
+                        "user {u} holds {got:?} in the gate, {want:?} in the model"
+                    )));
                 }
             }
         }

@@ -6,8 +6,8 @@ use chrono::Duration;
 
 use super::support::{event, now_ms, open_campaign, user};
 use crate::domain::{
-    Campaign, CampaignState, CouponId, CouponState, RecordOutcome, RedeemOutcome, Redemption, RejectReason,
-    ReservationKey, Validity,
+    Campaign, CampaignState, CouponId, CouponState, Fence, RecordOutcome, RedeemOutcome, Redemption, RejectReason,
+    ReservationKey, Validity, VoidOutcome,
 };
 use crate::error::ErrorKind;
 use crate::store::IssueStore;
@@ -94,11 +94,14 @@ pub async fn record_is_idempotent(store: Arc<dyn IssueStore>) {
     let batch: Vec<_> = (0..10).map(|i| event(&c, &user(&c.id, i), 1, now_ms())).collect();
     assert_eq!(store.record(&batch).await.unwrap(), vec![RecordOutcome::Stored; 10]);
     assert_eq!(store.record(&batch).await.unwrap(), vec![RecordOutcome::Duplicate; 10]);
-    // The same (campaign, user, nth) under another coupon id is a duplicate too.
+    // The same (campaign, user, nth) under another coupon id is not a redelivery: a
+    // different admission found its slot taken (F2), a loud fence, never a duplicate.
     let again = event(&c, &user(&c.id, 0), 1, now_ms());
     assert_eq!(
         store.record(std::slice::from_ref(&again)).await.unwrap(),
-        vec![RecordOutcome::Duplicate]
+        vec![RecordOutcome::Fenced {
+            fence: Fence::SlotTaken
+        }]
     );
     assert_eq!(store.coupon(&again.coupon_id).await.unwrap(), None);
     assert_eq!(store.issued_count(&c.id).await.unwrap(), 10);
@@ -303,40 +306,152 @@ pub async fn concurrent_redemptions_have_one_winner(store: Arc<dyn IssueStore>) 
     assert_eq!((won, refused), (1, 63));
 }
 
-/// Holders report each user's highest nth; stored_keys answers per key.
+/// Holders list every stored slot; stored_keys answers per admission (coupon id).
 pub async fn holders_and_stored_keys(store: Arc<dyn IssueStore>) {
     let c = stored_campaign(&*store, 10, 3).await;
     let (a, b) = (user(&c.id, 0), user(&c.id, 1));
     let t = now_ms();
-    store
-        .record(&[event(&c, &a, 1, t), event(&c, &a, 2, t), event(&c, &b, 1, t)])
-        .await
-        .unwrap();
-    let mut holders = store.holders(&c.id).await.unwrap();
-    holders.sort();
-    assert_eq!(holders, vec![(a.clone(), 2), (b.clone(), 1)]);
+    let events = [event(&c, &a, 1, t), event(&c, &a, 3, t), event(&c, &b, 1, t)];
+    store.record(&events).await.unwrap();
+    let holders = store.holders(&c.id).await.unwrap();
+    assert_eq!(holders, vec![(a.clone(), 1), (a.clone(), 3), (b.clone(), 1)]);
     let keys = [
+        events[1].reservation_key(),
         ReservationKey {
-            user_id: a.clone(),
-            nth: 2,
+            coupon_id: CouponId::new(),
+            ..events[1].reservation_key()
         },
+        events[2].reservation_key(),
         ReservationKey {
-            user_id: a.clone(),
-            nth: 3,
-        },
-        ReservationKey {
-            user_id: b.clone(),
-            nth: 1,
-        },
-        ReservationKey {
+            coupon_id: CouponId::new(),
             user_id: user(&c.id, 2),
             nth: 1,
         },
     ];
     assert_eq!(
         store.stored_keys(&c.id, &keys).await.unwrap(),
-        vec![true, false, true, false]
+        vec![true, false, true, false],
+        "another admission of a stored slot is not stored"
     );
     assert!(store.stored_keys(&c.id, &[]).await.unwrap().is_empty());
     assert_eq!(store.issued_count(&c.id).await.unwrap(), 3);
+}
+
+/// Void fences an admission off: voided coupons are never stored afterwards, stored
+/// ones are never voided, and both answers are stable (F3, F10).
+pub async fn void_fences_off_late_events(store: Arc<dyn IssueStore>) {
+    let c = stored_campaign(&*store, 10, 2).await;
+    let t = now_ms();
+    let stored = event(&c, &user(&c.id, 0), 1, t);
+    let late = event(&c, &user(&c.id, 1), 1, t);
+    store.record(std::slice::from_ref(&stored)).await.unwrap();
+    let keys = [stored.reservation_key(), late.reservation_key()];
+    assert_eq!(
+        store.void(&c.id, &keys).await.unwrap(),
+        vec![VoidOutcome::Stored, VoidOutcome::Voided]
+    );
+    assert_eq!(
+        store.void(&c.id, &keys).await.unwrap(),
+        vec![VoidOutcome::Stored, VoidOutcome::Voided],
+        "idempotent"
+    );
+    assert_eq!(store.voided_count(&c.id).await.unwrap(), 1);
+    // The late event, and any replay of it, is refused.
+    for _ in 0..2 {
+        assert_eq!(
+            store.record(std::slice::from_ref(&late)).await.unwrap(),
+            vec![RecordOutcome::Fenced { fence: Fence::Voided }]
+        );
+    }
+    assert_eq!(store.coupon(&late.coupon_id).await.unwrap(), None);
+    // The stored one is still a plain redelivery.
+    assert_eq!(
+        store.record(std::slice::from_ref(&stored)).await.unwrap(),
+        vec![RecordOutcome::Duplicate]
+    );
+    // The voided admission's slot is free for the user's next admission.
+    let next = event(&c, &user(&c.id, 1), 1, t);
+    assert_eq!(store.record(&[next]).await.unwrap(), vec![RecordOutcome::Stored]);
+    assert_eq!(store.issued_count(&c.id).await.unwrap(), 2);
+    assert!(store.void(&c.id, &[]).await.unwrap().is_empty());
+}
+
+/// A void racing a record of the same coupon: exactly one of them wins, never both.
+pub async fn void_and_record_race_one_wins(store: Arc<dyn IssueStore>) {
+    let c = stored_campaign(&*store, 1_000, 1).await;
+    let events: Vec<_> = (0..200).map(|i| event(&c, &user(&c.id, i), 1, now_ms())).collect();
+    let keys: Vec<_> = events.iter().map(|e| e.reservation_key()).collect();
+    let (recorder, voider) = (store.clone(), store.clone());
+    let evs = events.clone();
+    let record = tokio::spawn(async move {
+        let mut outcomes = Vec::new();
+        for chunk in evs.chunks(20) {
+            outcomes.extend(recorder.record(chunk).await.unwrap());
+        }
+        outcomes
+    });
+    let cid = c.id;
+    let void = tokio::spawn(async move {
+        let mut outcomes = Vec::new();
+        for chunk in keys.chunks(15).rev() {
+            let mut part = voider.void(&cid, chunk).await.unwrap();
+            outcomes.splice(0..0, part.drain(..));
+        }
+        outcomes
+    });
+    let (recorded, voided) = (record.await.unwrap(), void.await.unwrap());
+    let mut stored = 0;
+    for (i, (r, v)) in recorded.iter().zip(&voided).enumerate() {
+        match (r, v) {
+            (RecordOutcome::Stored, VoidOutcome::Stored) => stored += 1,
+            (RecordOutcome::Fenced { fence: Fence::Voided }, VoidOutcome::Voided) => {}
+            other => panic!("event {i}: record and void disagree: {other:?}"),
+        }
+        let in_store = store.coupon(&events[i].coupon_id).await.unwrap().is_some();
+        assert_eq!(in_store, matches!(v, VoidOutcome::Stored), "event {i}");
+    }
+    assert_eq!(store.issued_count(&c.id).await.unwrap(), stored);
+    assert_eq!(store.voided_count(&c.id).await.unwrap(), 200 - stored);
+}
+
+/// The store never holds more coupons than the stock, whatever it is sent (F6); the
+/// earlier events of a batch win.
+pub async fn the_store_never_exceeds_the_stock(store: Arc<dyn IssueStore>) {
+    let c = stored_campaign(&*store, 5, 1).await;
+    let first: Vec<_> = (0..3).map(|i| event(&c, &user(&c.id, i), 1, now_ms())).collect();
+    assert_eq!(store.record(&first).await.unwrap(), vec![RecordOutcome::Stored; 3]);
+    let second: Vec<_> = (3..7).map(|i| event(&c, &user(&c.id, i), 1, now_ms())).collect();
+    let exhausted = RecordOutcome::Fenced {
+        fence: Fence::StockExhausted,
+    };
+    assert_eq!(
+        store.record(&second).await.unwrap(),
+        vec![
+            RecordOutcome::Stored,
+            RecordOutcome::Stored,
+            exhausted.clone(),
+            exhausted.clone()
+        ]
+    );
+    assert_eq!(store.issued_count(&c.id).await.unwrap(), 5);
+    assert_eq!(store.coupon(&second[2].coupon_id).await.unwrap(), None);
+    // Redeliveries of stored coupons are still duplicates, not refused.
+    assert_eq!(store.record(&first).await.unwrap(), vec![RecordOutcome::Duplicate; 3]);
+    // Concurrent batches cannot overshoot either.
+    let c = stored_campaign(&*store, 50, 1).await;
+    let tasks: Vec<_> = (0..4)
+        .map(|t| {
+            let store = store.clone();
+            let batch: Vec<_> = (0..40)
+                .map(|i| event(&c, &user(&c.id, t * 40 + i), 1, now_ms()))
+                .collect();
+            tokio::spawn(async move { store.record(&batch).await.unwrap() })
+        })
+        .collect();
+    let mut stored = 0;
+    for t in tasks {
+        stored += t.await.unwrap().iter().filter(|o| **o == RecordOutcome::Stored).count();
+    }
+    assert_eq!(stored, 50);
+    assert_eq!(store.issued_count(&c.id).await.unwrap(), 50);
 }

@@ -2,7 +2,10 @@
 
 use chrono::{DateTime, Duration, DurationRound, TimeDelta, Utc};
 
-use crate::domain::{Campaign, CampaignId, CampaignState, IssueEvent, NewCampaign, UserId, Validity};
+use crate::domain::{
+    Admission, Campaign, CampaignId, CampaignState, CouponId, IssueEvent, NewCampaign, ReservationKey, UserId, Validity,
+};
+use crate::gate::IssueGate;
 
 /// Now, at millisecond precision (what every backend keeps for ledger times).
 pub fn now_ms() -> DateTime<Utc> {
@@ -32,6 +35,37 @@ pub fn open_campaign(total_quantity: u64, per_user_limit: u32) -> Campaign {
 /// A user id unique to `campaign`'s test, so suites can share one server.
 pub fn user(campaign: &CampaignId, i: usize) -> UserId {
     UserId::new(format!("u{i}-{}", &campaign.to_string()[24..])).expect("valid user id")
+}
+
+/// Admits `user` as a fresh admission (a new coupon id) at `at`; panics on a backend error.
+pub async fn admit(gate: &dyn IssueGate, campaign: &CampaignId, user: &UserId, at: DateTime<Utc>) -> Admission {
+    admit_keyed(gate, campaign, user, at).await.0
+}
+
+/// Like [`admit`], also giving the admission's ledger key (`nth` 0 when not admitted).
+pub async fn admit_keyed(
+    gate: &dyn IssueGate,
+    campaign: &CampaignId,
+    user: &UserId,
+    at: DateTime<Utc>,
+) -> (Admission, ReservationKey) {
+    let coupon_id = CouponId::new();
+    let admission = gate.admit(campaign, user, &coupon_id, at).await.expect("admit");
+    let nth = match admission {
+        Admission::Admitted { nth, .. } => nth,
+        _ => 0,
+    };
+    let key = ReservationKey {
+        coupon_id,
+        user_id: user.clone(),
+        nth,
+    };
+    (admission, key)
+}
+
+/// The event of an admission, as the issuer would publish it.
+pub fn event_of(campaign: &Campaign, key: &ReservationKey, at: DateTime<Utc>) -> IssueEvent {
+    IssueEvent::for_admission(campaign, key.coupon_id, key.user_id.clone(), key.nth, at)
 }
 
 /// The event for `user`'s `nth` coupon of `campaign` at `at`.
@@ -126,6 +160,9 @@ macro_rules! store_conformance {
                 redeem_outcomes,
                 concurrent_redemptions_have_one_winner,
                 holders_and_stored_keys,
+                void_fences_off_late_events,
+                void_and_record_race_one_wins,
+                the_store_never_exceeds_the_stock,
             ]
         );
     };

@@ -129,12 +129,25 @@ pub struct IssueEvent {
 }
 
 impl IssueEvent {
-    /// The event for an admission of `user` to `campaign` as its `nth` coupon, at `issued_at`.
+    /// The event for an admission of `user` to `campaign` as its `nth` coupon, at
+    /// `issued_at`, with a fresh coupon id.
     pub fn new(campaign: &Campaign, user_id: UserId, nth: u32, issued_at: DateTime<Utc>) -> Self {
+        Self::for_admission(campaign, CouponId::new(), user_id, nth, issued_at)
+    }
+
+    /// The event of one admission: `coupon_id` is the identity the gate's ledger holds
+    /// it under (chosen by the issuer before the gate call).
+    pub fn for_admission(
+        campaign: &Campaign,
+        coupon_id: CouponId,
+        user_id: UserId,
+        nth: u32,
+        issued_at: DateTime<Utc>,
+    ) -> Self {
         Self {
             version: ISSUE_EVENT_VERSION,
             event_id: EventId::new(),
-            coupon_id: CouponId::new(),
+            coupon_id,
             campaign_id: campaign.id,
             user_id,
             nth,
@@ -164,6 +177,7 @@ impl IssueEvent {
     /// The reservation this event settles in the gate's ledger.
     pub fn reservation_key(&self) -> ReservationKey {
         ReservationKey {
+            coupon_id: self.coupon_id,
             user_id: self.user_id.clone(),
             nth: self.nth,
         }
@@ -183,9 +197,13 @@ pub enum DecodeError {
     UnknownVersion(u16),
 }
 
-/// One admission held in the gate's reservation ledger: a user's `nth` coupon.
+/// One admission held in the gate's reservation ledger. Its identity is the coupon
+/// id (unique per admission, never reused), so settling or releasing it can never touch
+/// another admission of the same user and `nth` (protocol v2, `docs/PROTOCOL.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ReservationKey {
+    /// The admission's identity: the coupon id the event carries.
+    pub coupon_id: CouponId,
     /// The user.
     pub user_id: UserId,
     /// Which of the user's coupons.
@@ -266,6 +284,55 @@ pub enum RecordOutcome {
         /// Why.
         reason: RejectReason,
     },
+    /// Refused by one of the protocol's fences: nothing written for it, retrying will
+    /// not help, and it means a promise may have been broken upstream (a late event
+    /// after its reservation was released, a gate that lost state). Counted and
+    /// dead-lettered with the fence's name, never silent.
+    Fenced {
+        /// Which fence.
+        fence: Fence,
+    },
+}
+
+/// The store's fences: the checks that keep I1 and I2 true in the store whatever the
+/// gate or the timing did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Fence {
+    /// The coupon's reservation was voided ([`crate::IssueStore::void`]) and its stock
+    /// returned to the gate before the event arrived.
+    #[error("the coupon's reservation was voided before its event arrived")]
+    Voided,
+    /// Another coupon already holds this `(campaign, user, nth)` slot: the gate
+    /// admitted into a slot the store had filled (the gate lost state).
+    #[error("another coupon already holds this (campaign, user, nth) slot")]
+    SlotTaken,
+    /// Storing it would put more coupons in the store than the campaign's stock.
+    #[error("the campaign's stock is exhausted in the store")]
+    StockExhausted,
+}
+
+impl Fence {
+    /// A short snake_case name, for metrics and dead-letter headers.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Fence::Voided => "voided",
+            Fence::SlotTaken => "slot_taken",
+            Fence::StockExhausted => "stock_exhausted",
+        }
+    }
+}
+
+/// What [`crate::IssueStore::void`] did with one reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoidOutcome {
+    /// The coupon is voided (now, or it already was): its event will be refused, so
+    /// its stock may go back to the gate.
+    Voided,
+    /// The coupon is stored: it must be settled, never released.
+    Stored,
 }
 
 /// Why the store refused an event.

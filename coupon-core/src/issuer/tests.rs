@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use mockall::predicate::eq;
 
 use super::*;
-use crate::domain::{Admission, CampaignState, GateCampaign, Reservation, ReservationKey};
+use crate::domain::{
+    Admission, Campaign, CampaignState, CouponId, GateCampaign, Reservation, ReservationKey, VoidOutcome,
+};
 use crate::gate::{AdmitRequest, GateCounts, MockIssueGate, RestoreReport};
 use crate::log::MockEventLog;
 use crate::store::MockIssueStore;
@@ -19,8 +20,18 @@ fn gate_admitting(nth: u32) -> MockIssueGate {
     gate.expect_backend().return_const("mock");
     gate.expect_admit()
         .times(1)
-        .returning(move |_, _, _| Ok(Admission::Admitted { nth, remaining: 5 }));
+        .returning(move |_, _, _, _| Ok(Admission::Admitted { nth, remaining: 5 }));
     gate
+}
+
+/// `store_serving`, also voiding whatever it is asked to (the fenced release path).
+fn store_voiding(campaign: &Campaign) -> MockIssueStore {
+    let mut store = store_serving(campaign);
+    store
+        .expect_void()
+        .times(1)
+        .returning(|_, keys| Ok(vec![VoidOutcome::Voided; keys.len()]));
+    store
 }
 
 fn issuer(gate: MockIssueGate, log: Option<MockEventLog>, store: MockIssueStore, ack: AckMode) -> Issuer {
@@ -62,17 +73,11 @@ async fn publish_failure_releases_the_reservation_and_says_log() {
     let c = campaign(CampaignState::Open);
     let mut gate = gate_admitting(1);
     gate.expect_release()
-        .with(
-            eq(c.id),
-            eq(ReservationKey {
-                user_id: alice(),
-                nth: 1,
-            }),
-        )
+        .withf(move |id, key| *id == c.id && (key.user_id.clone(), key.nth) == (alice(), 1))
         .times(1)
         .returning(|_, _| Ok(true));
     let log = log_publishing(|| Err(err(Component::Log, ErrorKind::Unavailable)));
-    let i = issuer(gate, Some(log), store_serving(&c), AckMode::AfterLog);
+    let i = issuer(gate, Some(log), store_voiding(&c), AckMode::AfterLog);
     let e = i.issue(&c.id, &alice()).await.unwrap_err();
     assert!(matches!(&e, Error::Backend(b) if b.component == Component::Log), "{e}");
 }
@@ -93,7 +98,7 @@ async fn gate_unavailable_fails_without_publishing() {
     let c = campaign(CampaignState::Open);
     let mut gate = MockIssueGate::new();
     gate.expect_admit()
-        .returning(|_, _, _| Err(err(Component::Gate, ErrorKind::Unavailable)));
+        .returning(|_, _, _, _| Err(err(Component::Gate, ErrorKind::Unavailable)));
     let mut log = MockEventLog::new();
     log.expect_publish().never();
     let i = issuer(gate, Some(log), store_serving(&c), AckMode::AfterLog);
@@ -112,7 +117,13 @@ impl IssueGate for HangingGate {
     async fn open(&self, _: &GateCampaign) -> Result<(), BackendError> {
         unreachable!()
     }
-    async fn admit(&self, _: &CampaignId, _: &UserId, _: DateTime<Utc>) -> Result<Admission, BackendError> {
+    async fn admit(
+        &self,
+        _: &CampaignId,
+        _: &UserId,
+        _: &CouponId,
+        _: DateTime<Utc>,
+    ) -> Result<Admission, BackendError> {
         std::future::pending().await
     }
     async fn admit_many(&self, _: &[AdmitRequest], _: DateTime<Utc>) -> Result<Vec<Admission>, BackendError> {
@@ -130,7 +141,7 @@ impl IssueGate for HangingGate {
     async fn counts(&self, _: &CampaignId) -> Result<Option<GateCounts>, BackendError> {
         unreachable!()
     }
-    async fn holding(&self, _: &CampaignId, _: &UserId) -> Result<u32, BackendError> {
+    async fn holding(&self, _: &CampaignId, _: &UserId) -> Result<Vec<u32>, BackendError> {
         unreachable!()
     }
     async fn restore(&self, _: &GateCampaign, _: &[(UserId, u32)]) -> Result<RestoreReport, BackendError> {
@@ -179,7 +190,7 @@ async fn refusals_from_the_gate_publish_nothing() {
         (Admission::Closed, IssueOutcome::Closed),
     ] {
         let mut gate = MockIssueGate::new();
-        gate.expect_admit().times(1).returning(move |_, _, _| Ok(admission));
+        gate.expect_admit().times(1).returning(move |_, _, _, _| Ok(admission));
         let mut log = MockEventLog::new();
         log.expect_publish().never();
         let i = issuer(gate, Some(log), store_serving(&c), AckMode::AfterLog);
@@ -246,7 +257,7 @@ async fn after_gate_answers_first_and_releases_if_the_background_publish_fails()
     let mut gate = gate_admitting(1);
     gate.expect_release().times(1).returning(|_, _| Ok(true));
     let log = log_publishing(|| Err(err(Component::Log, ErrorKind::Unavailable)));
-    let i = issuer(gate, Some(log), store_serving(&c), AckMode::AfterGate);
+    let i = issuer(gate, Some(log), store_voiding(&c), AckMode::AfterGate);
     assert!(matches!(
         i.issue(&c.id, &alice()).await.unwrap(),
         IssueOutcome::Issued(_)
@@ -277,7 +288,7 @@ async fn after_store_rejection_releases() {
     let mut gate = gate_admitting(1);
     gate.expect_release().times(1).returning(|_, _| Ok(true));
     gate.expect_settle().never();
-    let mut store = store_serving(&c);
+    let mut store = store_voiding(&c);
     store.expect_record().times(1).returning(|_| {
         Ok(vec![RecordOutcome::Rejected {
             reason: crate::domain::RejectReason::OutsideWindow,
@@ -301,4 +312,65 @@ fn log_modes_need_a_log() {
     assert!(matches!(made, Err(Error::Validation(_))));
     assert_eq!("after-gate".parse::<AckMode>().unwrap(), AckMode::AfterGate);
     assert!("sometime".parse::<AckMode>().is_err());
+}
+
+/// An event log whose publish is acknowledged only after the process was "paused" for
+/// two minutes (virtual time jumps while the publish is in flight, as a SIGSTOP would).
+struct PausedDuringPublish;
+
+#[async_trait]
+impl EventLog for PausedDuringPublish {
+    fn backend(&self) -> &'static str {
+        "paused"
+    }
+    async fn publish(&self, _: &IssueEvent) -> Result<(), BackendError> {
+        tokio::time::advance(Duration::from_secs(120)).await;
+        Ok(())
+    }
+    async fn publish_raw(&self, _: &[u8]) -> Result<(), BackendError> {
+        unreachable!()
+    }
+    async fn subscribe(&self, _: &str) -> Result<Box<dyn crate::log::EventSource>, BackendError> {
+        unreachable!()
+    }
+    async fn subscribe_dead_letters(&self, _: &str) -> Result<Box<dyn crate::log::EventSource>, BackendError> {
+        unreachable!()
+    }
+    async fn oldest_uncommitted(&self, _: &str) -> Result<Option<DateTime<Utc>>, BackendError> {
+        unreachable!()
+    }
+}
+
+/// F3: a reconciler may void an admission while its process is paused; an issuer that
+/// resumes past its acknowledgement deadline must not answer "issued" for it.
+#[tokio::test(start_paused = true)]
+async fn f3_an_acknowledgement_past_the_deadline_is_not_answered_issued() {
+    let c = campaign(CampaignState::Open);
+    let store: Arc<dyn IssueStore> = arc(store_serving(&c));
+    let i = Issuer::new(
+        arc(gate_admitting(1)),
+        Some(arc(PausedDuringPublish)),
+        store.clone(),
+        CampaignCache::new(store),
+        IssuerConfig::default(),
+    )
+    .unwrap();
+    let e = i.issue(&c.id, &alice()).await.unwrap_err();
+    match e {
+        Error::Backend(b) => assert_eq!(
+            (b.component, b.kind),
+            (Component::Log, ErrorKind::OutcomeUnknown),
+            "{b}"
+        ),
+        other => panic!("{other}"),
+    }
+}
+
+#[test]
+fn a_grace_shorter_than_twice_the_ack_deadline_is_refused() {
+    let config = IssuerConfig::default();
+    assert_eq!(config.ack_deadline(), Duration::from_millis(5_500));
+    let e = config.check_grace(Duration::from_secs(10)).unwrap_err();
+    assert!(e.to_string().contains("reconcile_grace"), "{e}");
+    config.check_grace(Duration::from_secs(11)).unwrap();
 }

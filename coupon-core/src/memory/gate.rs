@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Admission, CampaignId, GateCampaign, Reservation, ReservationKey, UserId};
+use crate::domain::{Admission, CampaignId, CouponId, GateCampaign, Reservation, ReservationKey, UserId};
 use crate::error::BackendError;
 use crate::gate::{AdmitRequest, GateCounts, IssueGate, RestoreReport};
 
@@ -24,10 +24,12 @@ pub struct MemoryGate {
 struct CampaignGate {
     spec: GateCampaign,
     remaining: u64,
-    holders: HashMap<UserId, u32>,
-    // Ordered by admission time for the reconciler; the map finds an entry by key.
-    ledger: BTreeSet<(DateTime<Utc>, ReservationKey)>,
-    ledger_index: HashMap<ReservationKey, DateTime<Utc>>,
+    // The nths each user holds (a user with none has no entry).
+    holders: HashMap<UserId, BTreeSet<u32>>,
+    // Ordered by admission time for the reconciler; the map finds an entry by its
+    // identity, the coupon id.
+    ledger: BTreeSet<(DateTime<Utc>, CouponId)>,
+    ledger_index: HashMap<CouponId, (DateTime<Utc>, ReservationKey)>,
 }
 
 impl CampaignGate {
@@ -41,42 +43,52 @@ impl CampaignGate {
         }
     }
 
-    fn admit(&mut self, user_id: &UserId, now: DateTime<Utc>) -> Admission {
+    fn admit(&mut self, user_id: &UserId, coupon_id: &CouponId, now: DateTime<Utc>) -> Admission {
         if now < self.spec.issue_starts_at {
             return Admission::NotOpen;
         }
         if now >= self.spec.issue_ends_at {
             return Admission::Closed;
         }
-        let held = self.holders.get(user_id).copied().unwrap_or(0);
-        if held >= self.spec.per_user_limit {
+        let held = self.holders.get(user_id);
+        if held.map_or(0, BTreeSet::len) >= self.spec.per_user_limit as usize {
             return Admission::AlreadyIssued;
         }
         if self.remaining == 0 {
             return Admission::SoldOut;
         }
+        // The lowest free nth: a released lower nth is taken again, never a held one.
+        let nth = (1..)
+            .find(|n| !held.is_some_and(|h| h.contains(n)))
+            .expect("a free nth below the limit");
         self.remaining -= 1;
-        let nth = held + 1;
-        self.holders.insert(user_id.clone(), nth);
+        self.holders.entry(user_id.clone()).or_default().insert(nth);
         let key = ReservationKey {
+            coupon_id: *coupon_id,
             user_id: user_id.clone(),
             nth,
         };
-        self.ledger.insert((now, key.clone()));
-        self.ledger_index.insert(key, now);
+        // The ledger's time is the gate's own clock, like Redis `TIME`: the caller's `now`
+        // only decides the window.
+        let at = crate::domain::timestamp_now();
+        self.ledger.insert((at, *coupon_id));
+        self.ledger_index.insert(*coupon_id, (at, key));
         Admission::Admitted {
             nth,
             remaining: self.remaining,
         }
     }
 
-    fn take_from_ledger(&mut self, key: &ReservationKey) -> bool {
-        match self.ledger_index.remove(key) {
-            Some(at) => {
-                self.ledger.remove(&(at, key.clone()));
-                true
+    /// Removes exactly this admission from the ledger; `None` if it is not there (or
+    /// the coupon id is there for another user or nth, which cannot be the same admission).
+    fn take_from_ledger(&mut self, key: &ReservationKey) -> Option<ReservationKey> {
+        match self.ledger_index.get(&key.coupon_id) {
+            Some((_, held)) if held == key => {
+                let (at, held) = self.ledger_index.remove(&key.coupon_id).expect("just found");
+                self.ledger.remove(&(at, key.coupon_id));
+                Some(held)
             }
-            None => false,
+            _ => None,
         }
     }
 }
@@ -111,10 +123,11 @@ impl IssueGate for MemoryGate {
         &self,
         campaign_id: &CampaignId,
         user_id: &UserId,
+        coupon_id: &CouponId,
         now: DateTime<Utc>,
     ) -> Result<Admission, BackendError> {
         Ok(match self.campaign(campaign_id) {
-            Some(c) => c.lock().expect("campaign lock").admit(user_id, now),
+            Some(c) => c.lock().expect("campaign lock").admit(user_id, coupon_id, now),
             None => Admission::NotOpen,
         })
     }
@@ -122,7 +135,7 @@ impl IssueGate for MemoryGate {
     async fn admit_many(&self, requests: &[AdmitRequest], now: DateTime<Utc>) -> Result<Vec<Admission>, BackendError> {
         let mut out = Vec::with_capacity(requests.len());
         for r in requests {
-            out.push(self.admit(&r.campaign_id, &r.user_id, now).await?);
+            out.push(self.admit(&r.campaign_id, &r.user_id, &r.coupon_id, now).await?);
         }
         Ok(out)
     }
@@ -132,13 +145,13 @@ impl IssueGate for MemoryGate {
             return Ok(false);
         };
         let mut c = c.lock().expect("campaign lock");
-        if !c.take_from_ledger(key) {
+        if c.take_from_ledger(key).is_none() {
             return Ok(false);
         }
         c.remaining = (c.remaining + 1).min(c.spec.total_quantity);
         if let Some(held) = c.holders.get_mut(&key.user_id) {
-            *held = held.saturating_sub(1);
-            if *held == 0 {
+            held.remove(&key.nth);
+            if held.is_empty() {
                 c.holders.remove(&key.user_id);
             }
         }
@@ -150,7 +163,7 @@ impl IssueGate for MemoryGate {
             return Ok(0);
         };
         let mut c = c.lock().expect("campaign lock");
-        Ok(keys.iter().filter(|k| c.take_from_ledger(k)).count() as u64)
+        Ok(keys.iter().filter(|k| c.take_from_ledger(k).is_some()).count() as u64)
     }
 
     async fn reservations(
@@ -167,8 +180,8 @@ impl IssueGate for MemoryGate {
             .iter()
             .take_while(|(at, _)| *at < admitted_before)
             .take(limit)
-            .map(|(at, key)| Reservation {
-                key: key.clone(),
+            .map(|(at, coupon_id)| Reservation {
+                key: c.ledger_index[coupon_id].1.clone(),
                 admitted_at: *at,
             })
             .collect())
@@ -184,11 +197,14 @@ impl IssueGate for MemoryGate {
         }))
     }
 
-    async fn holding(&self, campaign_id: &CampaignId, user_id: &UserId) -> Result<u32, BackendError> {
+    async fn holding(&self, campaign_id: &CampaignId, user_id: &UserId) -> Result<Vec<u32>, BackendError> {
         Ok(self
             .campaign(campaign_id)
-            .and_then(|c| c.lock().expect("campaign lock").holders.get(user_id).copied())
-            .unwrap_or(0))
+            .and_then(|c| {
+                let c = c.lock().expect("campaign lock");
+                c.holders.get(user_id).map(|h| h.iter().copied().collect())
+            })
+            .unwrap_or_default())
     }
 
     async fn restore(&self, campaign: &GateCampaign, holders: &[(UserId, u32)]) -> Result<RestoreReport, BackendError> {
@@ -208,17 +224,16 @@ impl IssueGate for MemoryGate {
             created,
             ..RestoreReport::default()
         };
+        let mut restored_users = std::collections::HashSet::new();
         for (user, nth) in holders {
-            let held = c.holders.get(user).copied().unwrap_or(0);
-            if *nth > held {
-                let missing = u64::from(nth - held);
-                c.holders.insert(user.clone(), *nth);
-                let taken = missing.min(c.remaining);
+            if c.holders.entry(user.clone()).or_default().insert(*nth) {
+                let taken = u64::from(c.remaining > 0);
                 c.remaining -= taken;
-                report.users_restored += 1;
-                report.stock_taken += missing;
+                report.stock_taken += taken;
+                restored_users.insert(user);
             }
         }
+        report.users_restored = restored_users.len() as u64;
         report.remaining = c.remaining;
         Ok(report)
     }

@@ -6,8 +6,8 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 
 use crate::domain::{
-    Campaign, CampaignId, CampaignState, Coupon, CouponId, CouponState, IssueEvent, RecordOutcome, RedeemOutcome,
-    Redemption, RejectReason, ReservationKey, UserId,
+    Campaign, CampaignId, CampaignState, Coupon, CouponId, CouponState, Fence, IssueEvent, RecordOutcome,
+    RedeemOutcome, Redemption, RejectReason, ReservationKey, UserId, VoidOutcome,
 };
 use crate::error::{BackendError, Component, ErrorKind};
 use crate::store::IssueStore;
@@ -25,8 +25,9 @@ struct State {
     coupons: HashMap<CouponId, Coupon>,
     by_key: HashMap<(CampaignId, UserId, u32), CouponId>,
     by_user: HashMap<UserId, Vec<CouponId>>,
-    holders: HashMap<CampaignId, HashMap<UserId, u32>>,
     counts: HashMap<CampaignId, u64>,
+    voids: HashMap<CouponId, CampaignId>,
+    void_counts: HashMap<CampaignId, u64>,
 }
 
 impl State {
@@ -35,6 +36,37 @@ impl State {
             .get(&event.campaign_id)
             .ok_or(RejectReason::UnknownCampaign)?
             .check_event(event)
+    }
+
+    /// One event through every check and fence, in the order the SQL stores apply them.
+    fn record_one(&mut self, e: &IssueEvent) -> RecordOutcome {
+        if let Err(reason) = self.check(e) {
+            return RecordOutcome::Rejected { reason };
+        }
+        if self.voids.contains_key(&e.coupon_id) {
+            return RecordOutcome::Fenced { fence: Fence::Voided };
+        }
+        if self.coupons.contains_key(&e.coupon_id) {
+            return RecordOutcome::Duplicate;
+        }
+        let key = (e.campaign_id, e.user_id.clone(), e.nth);
+        if self.by_key.contains_key(&key) {
+            return RecordOutcome::Fenced {
+                fence: Fence::SlotTaken,
+            };
+        }
+        let total = self.campaigns[&e.campaign_id].total_quantity;
+        let count = self.counts.entry(e.campaign_id).or_insert(0);
+        if *count >= total {
+            return RecordOutcome::Fenced {
+                fence: Fence::StockExhausted,
+            };
+        }
+        *count += 1;
+        self.by_key.insert(key, e.coupon_id);
+        self.coupons.insert(e.coupon_id, Coupon::from_event(e));
+        self.by_user.entry(e.user_id.clone()).or_default().push(e.coupon_id);
+        RecordOutcome::Stored
     }
 }
 
@@ -99,29 +131,32 @@ impl IssueStore for MemoryStore {
         let mut s = self.state.write().expect("store lock");
         let mut out = Vec::with_capacity(events.len());
         for e in events {
-            if let Err(reason) = s.check(e) {
-                out.push(RecordOutcome::Rejected { reason });
-                continue;
-            }
-            let key = (e.campaign_id, e.user_id.clone(), e.nth);
-            if s.by_key.contains_key(&key) || s.coupons.contains_key(&e.coupon_id) {
-                out.push(RecordOutcome::Duplicate);
-                continue;
-            }
-            s.by_key.insert(key, e.coupon_id);
-            s.coupons.insert(e.coupon_id, Coupon::from_event(e));
-            s.by_user.entry(e.user_id.clone()).or_default().push(e.coupon_id);
-            let held = s
-                .holders
-                .entry(e.campaign_id)
-                .or_default()
-                .entry(e.user_id.clone())
-                .or_insert(0);
-            *held = (*held).max(e.nth);
-            *s.counts.entry(e.campaign_id).or_insert(0) += 1;
-            out.push(RecordOutcome::Stored);
+            out.push(s.record_one(e));
         }
         Ok(out)
+    }
+
+    async fn void(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<VoidOutcome>, BackendError> {
+        // One lock for record and void: a coupon id ends up stored or voided, never both.
+        let mut s = self.state.write().expect("store lock");
+        Ok(keys
+            .iter()
+            .map(|k| {
+                if s.coupons.contains_key(&k.coupon_id) {
+                    VoidOutcome::Stored
+                } else {
+                    if s.voids.insert(k.coupon_id, *campaign_id).is_none() {
+                        *s.void_counts.entry(*campaign_id).or_insert(0) += 1;
+                    }
+                    VoidOutcome::Voided
+                }
+            })
+            .collect())
+    }
+
+    async fn voided_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {
+        let s = self.state.read().expect("store lock");
+        Ok(s.void_counts.get(campaign_id).copied().unwrap_or(0))
     }
 
     async fn coupon(&self, id: &CouponId) -> Result<Option<Coupon>, BackendError> {
@@ -168,11 +203,10 @@ impl IssueStore for MemoryStore {
     async fn holders(&self, campaign_id: &CampaignId) -> Result<Vec<(UserId, u32)>, BackendError> {
         let s = self.state.read().expect("store lock");
         let mut holders: Vec<(UserId, u32)> = s
-            .holders
-            .get(campaign_id)
-            .into_iter()
-            .flatten()
-            .map(|(u, n)| (u.clone(), *n))
+            .by_key
+            .keys()
+            .filter(|(c, _, _)| c == campaign_id)
+            .map(|(_, u, n)| (u.clone(), *n))
             .collect();
         holders.sort();
         Ok(holders)
@@ -182,7 +216,11 @@ impl IssueStore for MemoryStore {
         let s = self.state.read().expect("store lock");
         Ok(keys
             .iter()
-            .map(|k| s.by_key.contains_key(&(*campaign_id, k.user_id.clone(), k.nth)))
+            .map(|k| {
+                s.coupons
+                    .get(&k.coupon_id)
+                    .is_some_and(|c| c.campaign_id == *campaign_id)
+            })
             .collect())
     }
 }

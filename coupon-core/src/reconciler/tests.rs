@@ -4,14 +4,20 @@ use chrono::Duration as ChronoDuration;
 use mockall::Sequence;
 
 use super::*;
-use crate::domain::{Reservation, ReservationKey, UserId, timestamp_now};
+use crate::domain::{CouponId, Reservation, ReservationKey, UserId, VoidOutcome, timestamp_now};
 use crate::gate::{GateCounts, MockIssueGate};
 use crate::log::MockEventLog;
 use crate::store::MockIssueStore;
 use crate::test_support::*;
 
+/// The admission of `user`'s first coupon, with a coupon id derived from the name.
 fn key(user: &str) -> ReservationKey {
+    let mut bytes = [0u8; 16];
+    for (b, c) in bytes.iter_mut().zip(user.bytes()) {
+        *b = c;
+    }
     ReservationKey {
+        coupon_id: CouponId::from_uuid(uuid::Uuid::from_bytes(bytes)),
         user_id: UserId::new(user).unwrap(),
         nth: 1,
     }
@@ -52,10 +58,11 @@ async fn an_old_entry_neither_stored_nor_in_flight_is_released() {
     let mut gate = gate_with_entries(now, vec![("a", 120)], &mut seq);
     let mut store = MockIssueStore::new();
     store
-        .expect_stored_keys()
+        .expect_void()
+        .withf(|_, k| k == [key("a")])
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, k| Ok(vec![false; k.len()]));
+        .returning(|_, k| Ok(vec![VoidOutcome::Voided; k.len()]));
     gate.expect_release()
         .withf(|_, k| *k == key("a"))
         .times(1)
@@ -80,10 +87,10 @@ async fn a_stored_entry_is_settled_never_released() {
     let mut gate = gate_with_entries(now, vec![("a", 120), ("b", 100)], &mut seq);
     let mut store = MockIssueStore::new();
     store
-        .expect_stored_keys()
+        .expect_void()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(vec![true, false]));
+        .returning(|_, _| Ok(vec![VoidOutcome::Stored, VoidOutcome::Voided]));
     gate.expect_settle()
         .withf(|_, k| k == [key("a")])
         .times(1)
@@ -107,9 +114,14 @@ async fn an_entry_the_log_may_still_deliver_is_kept() {
     let mut gate = gate_with_entries(now, vec![("old", 200), ("a", 120)], &mut seq);
     let mut store = MockIssueStore::new();
     store
-        .expect_stored_keys()
+        .expect_void()
+        .withf(|_, k| k == [key("old")])
         .times(1)
-        .in_sequence(&mut seq)
+        .returning(|_, k| Ok(vec![VoidOutcome::Voided; k.len()]));
+    store
+        .expect_stored_keys()
+        .withf(|_, k| k == [key("a")])
+        .times(1)
         .returning(|_, k| Ok(vec![false; k.len()]));
     gate.expect_release()
         .withf(|_, k| *k == key("old"))
@@ -132,6 +144,7 @@ async fn nothing_old_enough_means_nothing_to_do() {
     gate.expect_release().never();
     let mut store = MockIssueStore::new();
     store.expect_stored_keys().never();
+    store.expect_void().never();
     let r = Reconciler::new(arc(gate), arc(store)).with_log(arc(log), "recorders");
     assert_eq!(
         r.reconcile(&CampaignId::new(), now).await.unwrap(),

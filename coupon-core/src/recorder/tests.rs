@@ -113,6 +113,13 @@ async fn an_event_the_store_rejects_is_dead_lettered_after_n_attempts_while_the_
             })
             .collect())
     });
+    // F10: before it is dead-lettered, its admission is voided, so a replay cannot be
+    // stored after the reconciler gives its stock back.
+    store
+        .expect_void()
+        .withf(move |_, keys| keys.len() == 1)
+        .times(1)
+        .returning(|_, keys| Ok(vec![crate::domain::VoidOutcome::Voided; keys.len()]));
     let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
     let l = letters.clone();
     source
@@ -266,4 +273,66 @@ async fn an_empty_poll_commits_nothing() {
     store.expect_record().never();
     let mut recorder = Recorder::new(Box::new(source), arc(store), config());
     assert_eq!(recorder.run_once().await, BatchReport::default());
+}
+
+/// A fenced event (voided, slot taken, beyond the stock) is final: dead-lettered at
+/// once with the fence's name, never retried, its ledger entry settled, the observer told.
+#[tokio::test(start_paused = true)]
+async fn a_fenced_event_is_dead_lettered_at_once_and_settled() {
+    let sent = events(2);
+    let fenced = sent[0].coupon_id;
+    let mut seq = Sequence::new();
+    let mut source = source_once(records(&sent), &mut seq);
+    let mut store = MockIssueStore::new();
+    store.expect_record().times(1).returning(move |events| {
+        Ok(events
+            .iter()
+            .map(|e| {
+                if e.coupon_id == fenced {
+                    RecordOutcome::Fenced {
+                        fence: crate::domain::Fence::Voided,
+                    }
+                } else {
+                    RecordOutcome::Stored
+                }
+            })
+            .collect())
+    });
+    let mut gate = MockIssueGate::new();
+    gate.expect_settle()
+        .withf(|_, keys| keys.len() == 2)
+        .times(1)
+        .returning(|_, keys| Ok(keys.len() as u64));
+    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
+    let l = letters.clone();
+    source
+        .expect_dead_letter()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |letter| {
+            l.lock().unwrap().push(letter.clone());
+            Ok(())
+        });
+    source
+        .expect_commit()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    struct Fenced(Mutex<Vec<crate::domain::Fence>>);
+    impl RecordObserver for Fenced {
+        fn stored(&self, _: &[IssueEvent]) {}
+        fn fenced(&self, _: &IssueEvent, fence: crate::domain::Fence) {
+            self.0.lock().unwrap().push(fence);
+        }
+    }
+    let observer = Arc::new(Fenced(Mutex::default()));
+    let mut recorder = Recorder::new(Box::new(source), arc(store), config())
+        .with_gate(arc(gate))
+        .with_observer(observer.clone());
+    let report = recorder.run_once().await;
+    assert_eq!((report.stored, report.fenced, report.dead_lettered), (1, 1, 1));
+    let letters = letters.lock().unwrap();
+    assert_eq!(letters[0].attempts, 1);
+    assert!(letters[0].error.contains("voided"), "{}", letters[0].error);
+    assert_eq!(*observer.0.lock().unwrap(), vec![crate::domain::Fence::Voided]);
 }

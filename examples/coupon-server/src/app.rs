@@ -9,7 +9,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use coupon_core::{
     AckMode, CampaignCache, CampaignService, EventLog, IssueGate, IssueStore, Issuer, IssuerConfig, Reconciler,
-    Recorder, RecorderConfig, timestamp_now,
+    Recorder, RecorderConfig,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -150,6 +150,13 @@ impl Server {
         let log: Arc<dyn EventLog> = Arc::new(MeteredLog(backends.log));
         let store = backends.store;
         let grace = Duration::from_secs(config.reconcile_grace_secs);
+        let issuer_config = IssuerConfig::default()
+            .with_ack(ack)
+            .with_ack_timeout(config.ack_timeout());
+        // A reconciler must never void an admission this server may still acknowledge.
+        issuer_config
+            .check_grace(grace)
+            .map_err(|e| anyhow::anyhow!("COUPON_RECONCILE_GRACE_SECS (--reconcile-grace-secs) is unsafe: {e}"))?;
         let cache = CampaignCache::new(store.clone());
         let reconciler = Reconciler::new(gate.clone(), store.clone())
             .with_log(log.clone(), config.consumer_group.clone())
@@ -161,9 +168,6 @@ impl Server {
                 tracing::info!(campaign = %id, users = report.restore.users_restored, "restored the in-memory gate from the store");
             }
         }
-        let issuer_config = IssuerConfig::default()
-            .with_ack(ack)
-            .with_ack_timeout(config.ack_timeout());
         let issuer = Issuer::new(gate.clone(), Some(log.clone()), store.clone(), cache, issuer_config)?;
         let notifier = Notifier::new();
         let recorder = if in_process_log && ack != AckMode::AfterStore {
@@ -280,7 +284,7 @@ async fn reconcile_open(state: &AppState) {
         }
     };
     for id in ids {
-        match state.campaigns().reconciler().reconcile(&id, timestamp_now()).await {
+        match state.campaigns().reconciler().reconcile_now(&id).await {
             Ok(report) if report.released > 0 || report.settled > 0 => {
                 tracing::info!(campaign = %id, released = report.released, settled = report.settled, "reconciled");
             }

@@ -128,7 +128,9 @@ pub struct ServerConfig {
     #[arg(long, env = "COUPON_RECONCILE_SECS", default_value_t = 30, global = true)]
     pub reconcile_secs: u64,
 
-    /// Seconds an admission may stay unconfirmed before the reconciler may release it.
+    /// Seconds an admission may stay unconfirmed before the reconciler may void and
+    /// release it. Must be at least twice the acknowledgement deadline (0.5 s gate
+    /// timeout + `COUPON_ACK_TIMEOUT_MS`), or the server refuses to start.
     #[arg(long, env = "COUPON_RECONCILE_GRACE_SECS", default_value_t = 60, global = true)]
     pub reconcile_grace_secs: u64,
 

@@ -12,8 +12,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use coupon_core::{
-    Admission, AdmitRequest, BackendError, CampaignId, EventLog, EventSource, GateCampaign, GateCounts, IssueEvent,
-    IssueGate, RecordObserver, Reservation, ReservationKey, RestoreReport, UserId,
+    Admission, AdmitRequest, BackendError, CampaignId, CouponId, EventLog, EventSource, Fence, GateCampaign,
+    GateCounts, IssueEvent, IssueGate, RecordObserver, Reservation, ReservationKey, RestoreReport, UserId,
 };
 use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -117,6 +117,11 @@ impl RecordObserver for RecorderMetrics {
             histogram!("coupon_recorder_lag_seconds").record(lag(oldest, now));
         }
     }
+
+    fn fenced(&self, _event: &IssueEvent, fence: Fence) {
+        // Each one is a coupon that got past the gate but was not stored: alert on any.
+        counter!("coupon_recorder_fenced_total", "fence" => fence.as_str()).increment(1);
+    }
 }
 
 fn lag(issued_at: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
@@ -126,10 +131,17 @@ fn lag(issued_at: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
 /// Runs several observers.
 pub struct Observers(pub Vec<Arc<dyn RecordObserver>>);
 
+#[deny(clippy::missing_trait_methods)]
 impl RecordObserver for Observers {
     fn stored(&self, events: &[IssueEvent]) {
         for o in &self.0 {
             o.stored(events);
+        }
+    }
+
+    fn fenced(&self, event: &IssueEvent, fence: Fence) {
+        for o in &self.0 {
+            o.fenced(event, fence);
         }
     }
 }
@@ -142,6 +154,8 @@ fn timed(name: &'static str, backend: &'static str, started: Instant, ok: bool) 
 /// An [`IssueGate`] that times admissions (`coupon_gate_admit_seconds`).
 pub struct MeteredGate(pub Arc<dyn IssueGate>);
 
+// Every method forwarded: a default method left out would silently bypass the inner gate.
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl IssueGate for MeteredGate {
     fn backend(&self) -> &'static str {
@@ -154,10 +168,11 @@ impl IssueGate for MeteredGate {
         &self,
         campaign_id: &CampaignId,
         user_id: &UserId,
+        coupon_id: &CouponId,
         now: DateTime<Utc>,
     ) -> Result<Admission, BackendError> {
         let started = Instant::now();
-        let result = self.0.admit(campaign_id, user_id, now).await;
+        let result = self.0.admit(campaign_id, user_id, coupon_id, now).await;
         timed("coupon_gate_admit_seconds", self.0.backend(), started, result.is_ok());
         result
     }
@@ -184,8 +199,11 @@ impl IssueGate for MeteredGate {
     async fn counts(&self, campaign_id: &CampaignId) -> Result<Option<GateCounts>, BackendError> {
         self.0.counts(campaign_id).await
     }
-    async fn holding(&self, campaign_id: &CampaignId, user_id: &UserId) -> Result<u32, BackendError> {
+    async fn holding(&self, campaign_id: &CampaignId, user_id: &UserId) -> Result<Vec<u32>, BackendError> {
         self.0.holding(campaign_id, user_id).await
+    }
+    async fn clock(&self) -> Result<DateTime<Utc>, BackendError> {
+        self.0.clock().await
     }
     async fn restore(&self, campaign: &GateCampaign, holders: &[(UserId, u32)]) -> Result<RestoreReport, BackendError> {
         self.0.restore(campaign, holders).await
@@ -198,6 +216,7 @@ impl IssueGate for MeteredGate {
 /// An [`EventLog`] that times publishes (`coupon_log_publish_seconds`).
 pub struct MeteredLog(pub Arc<dyn EventLog>);
 
+#[deny(clippy::missing_trait_methods)]
 #[async_trait]
 impl EventLog for MeteredLog {
     fn backend(&self) -> &'static str {

@@ -485,7 +485,7 @@ async fn a_gate_failure_answers_503_gate_unavailable() {
     let mut gate = MockIssueGate::new();
     gate.expect_backend().return_const("mock");
     gate.expect_admit()
-        .returning(|_, _, _| Err(unavailable(Component::Gate, "admit")));
+        .returning(|_, _, _, _| Err(unavailable(Component::Gate, "admit")));
     let backends = Backends {
         gate: Arc::new(gate),
         gate_in_memory: false,
@@ -774,4 +774,18 @@ async fn the_server_refuses_to_start_without_a_secret() {
     let mut dev = ServerConfig::defaults();
     dev.dev = true;
     assert!(Server::build(&dev, Backends::in_memory()).await.is_ok());
+}
+
+/// F3: a grace period a reconciler could void a still-acknowledging admission within
+/// is refused at start, naming the setting that fixes it.
+#[tokio::test]
+async fn the_server_refuses_a_reconcile_grace_shorter_than_twice_the_ack_deadline() {
+    let mut unsafe_config = config();
+    unsafe_config.reconcile_grace_secs = 5;
+    let err = Server::build(&unsafe_config, Backends::in_memory()).await.unwrap_err();
+    assert!(err.to_string().contains("COUPON_RECONCILE_GRACE_SECS"), "{err}");
+    let mut faster_acks = config();
+    faster_acks.reconcile_grace_secs = 5;
+    faster_acks.ack_timeout_ms = 1_000;
+    assert!(Server::build(&faster_acks, Backends::in_memory()).await.is_ok());
 }
