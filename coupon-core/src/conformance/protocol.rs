@@ -264,7 +264,11 @@ pub async fn f2_a_released_lower_nth_is_reused_and_a_held_one_never(
 
     let later = rig.later(Duration::seconds(121)).await;
     let report = rig.reconciler(rig.gate.clone()).reconcile(&c.id, later).await.unwrap();
-    assert_eq!((report.released, report.settled), (1, 0), "the recorder settled B; {report:?}");
+    assert_eq!(
+        (report.released, report.settled),
+        (1, 0),
+        "the recorder settled B; {report:?}"
+    );
     assert_eq!(rig.gate.holding(&c.id, &u).await.unwrap(), vec![2]);
 
     let next = issued(rig.issue(&c, &u).await);

@@ -32,13 +32,17 @@ async fn postgres() -> Option<Arc<dyn IssueStore>> {
 
 async fn mariadb() -> Option<Arc<dyn IssueStore>> {
     let url = service(Service::Mysql).await?;
-    Some(Arc::new(MySqlStore::connect(&StoreConfig::from_url(url)).await.unwrap()))
+    Some(Arc::new(
+        MySqlStore::connect(&StoreConfig::from_url(url)).await.unwrap(),
+    ))
 }
 
 async fn sqlite() -> Option<Arc<dyn IssueStore>> {
     let path = std::env::temp_dir().join(format!("{}.db", unique_name("protocol")));
     let url = format!("sqlite://{}", path.display());
-    Some(Arc::new(SqliteStore::connect(&StoreConfig::from_url(url)).await.unwrap()))
+    Some(Arc::new(
+        SqliteStore::connect(&StoreConfig::from_url(url)).await.unwrap(),
+    ))
 }
 
 async fn pair(gate: Option<Arc<dyn IssueGate>>, store: Option<Arc<dyn IssueStore>>) -> Option<Backends> {
