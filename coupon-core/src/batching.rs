@@ -66,8 +66,9 @@ struct Pending {
 /// [`IssueGate::admit_many`] batches (bounded size and wait, a bounded number in
 /// flight), each caller getting its own answer. Every other call goes straight through.
 ///
-/// Under load this turns many round trips into a few (for Redis: one script call per
-/// campaign per batch). A batch is decided with the time of its first request; the
+/// Under load this turns many round trips into a few: each batch makes one
+/// [`IssueGate::admit_many`] call per campaign in it (for Redis: one script call), so a
+/// failure of one campaign's call is reported to that campaign's requests only. A batch is decided with the time of its first request; the
 /// [`crate::Issuer`] checks the window with each request's own time before the gate.
 pub struct BatchingGate {
     inner: Arc<dyn IssueGate>,
@@ -130,25 +131,44 @@ async fn run(inner: Arc<dyn IssueGate>, mut rx: mpsc::Receiver<Pending>, config:
         tokio::spawn(async move {
             let _slot = slot;
             let now = batch[0].now;
-            let requests: Vec<AdmitRequest> = batch.iter().map(|p| p.request.clone()).collect();
-            match inner.admit_many(&requests, now).await {
-                Ok(answers) if answers.len() == batch.len() => {
-                    for (p, a) in batch.into_iter().zip(answers) {
-                        let _ = p.reply.send(Ok(a));
+            // One call per campaign, all at once: a campaign whose call fails (its slot's
+            // node is down, say) answers only its own requests; the others were admitted
+            // or refused on their own and are told so (review finding F9).
+            let mut groups: Vec<Vec<Pending>> = Vec::new();
+            for p in batch {
+                match groups
+                    .iter_mut()
+                    .find(|g| g[0].request.campaign_id == p.request.campaign_id)
+                {
+                    Some(group) => group.push(p),
+                    None => groups.push(vec![p]),
+                }
+            }
+            let calls = groups.into_iter().map(|group| {
+                let inner = inner.clone();
+                async move {
+                    let requests: Vec<AdmitRequest> = group.iter().map(|p| p.request.clone()).collect();
+                    match inner.admit_many(&requests, now).await {
+                        Ok(answers) if answers.len() == group.len() => {
+                            for (p, a) in group.into_iter().zip(answers) {
+                                let _ = p.reply.send(Ok(a));
+                            }
+                        }
+                        Ok(answers) => {
+                            let e = BackendError::new(
+                                Component::Gate,
+                                inner.backend(),
+                                "admit",
+                                ErrorKind::Corrupt,
+                                format!("{} answers for {} requests", answers.len(), group.len()),
+                            );
+                            reply_all(group, &e);
+                        }
+                        Err(e) => reply_all(group, &e),
                     }
                 }
-                Ok(answers) => {
-                    let e = BackendError::new(
-                        Component::Gate,
-                        inner.backend(),
-                        "admit",
-                        ErrorKind::Corrupt,
-                        format!("{} answers for {} requests", answers.len(), batch.len()),
-                    );
-                    reply_all(batch, &e);
-                }
-                Err(e) => reply_all(batch, &e),
-            }
+            });
+            futures::future::join_all(calls).await;
         });
     }
 }
@@ -241,5 +261,66 @@ impl IssueGate for BatchingGate {
 
     async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
         self.inner.close(campaign_id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CampaignId, CouponId, UserId};
+    use crate::gate::MockIssueGate;
+
+    /// F9: two campaigns in one batch; the call for one fails. The other campaign's
+    /// requests get their own answers, not the failure.
+    #[tokio::test]
+    async fn one_campaign_failing_does_not_fail_another_in_the_same_batch() {
+        let (good, bad) = (CampaignId::new(), CampaignId::new());
+        let mut inner = MockIssueGate::new();
+        inner.expect_backend().return_const("mock");
+        inner.expect_admit_many().times(2).returning(move |requests, _| {
+            if requests[0].campaign_id == bad {
+                Err(BackendError::new(
+                    Component::Gate,
+                    "mock",
+                    "admit",
+                    ErrorKind::Unavailable,
+                    "the slot's node is down",
+                ))
+            } else {
+                Ok(requests
+                    .iter()
+                    .map(|_| Admission::Admitted { nth: 1, remaining: 0 })
+                    .collect())
+            }
+        });
+        // Every request waits for the others, so all four form one batch.
+        let gate = Arc::new(BatchingGate::new(
+            Arc::new(inner),
+            BatchConfig::default()
+                .with_max_wait(Duration::from_millis(200))
+                .with_max_batch(4),
+        ));
+        let calls: Vec<_> = [good, bad, good, bad]
+            .into_iter()
+            .enumerate()
+            .map(|(i, campaign)| {
+                let gate = gate.clone();
+                tokio::spawn(async move {
+                    let user = UserId::new(format!("u{i}")).unwrap();
+                    (
+                        campaign,
+                        gate.admit(&campaign, &user, &CouponId::new(), chrono::Utc::now()).await,
+                    )
+                })
+            })
+            .collect();
+        for call in calls {
+            let (campaign, answer) = call.await.unwrap();
+            if campaign == good {
+                assert!(matches!(answer, Ok(Admission::Admitted { .. })), "{answer:?}");
+            } else {
+                assert_eq!(answer.unwrap_err().kind, ErrorKind::Unavailable);
+            }
+        }
     }
 }

@@ -205,6 +205,17 @@ pub enum Error {
         /// Why, and what to wait for.
         reason: String,
     },
+    /// The gate does not hold a campaign the store says is open and in its window: it
+    /// lost its state (a Redis restart without persistence, a failover, a flush).
+    /// Issuance of that campaign is fenced until an operator sync rebuilds the gate from
+    /// the store ([`crate::CampaignService::sync`]).
+    #[error(
+        "the gate lost open campaign {id}; issuance is fenced until a sync rebuilds it from the store (POST /v1/campaigns/{id}/sync)"
+    )]
+    GateLost {
+        /// The campaign.
+        id: CampaignId,
+    },
     /// A backend failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
@@ -215,7 +226,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Backend(e) => e.is_retryable(),
-            Error::SyncRefused { .. } => true,
+            Error::SyncRefused { .. } | Error::GateLost { .. } => true,
             _ => false,
         }
     }

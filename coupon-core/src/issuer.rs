@@ -239,7 +239,9 @@ impl Issuer {
             Admission::Admitted { nth, .. } => nth,
             Admission::AlreadyIssued => return Ok(IssueOutcome::AlreadyIssued),
             Admission::SoldOut => return Ok(IssueOutcome::SoldOut),
-            Admission::NotOpen => return Ok(IssueOutcome::NotOpen),
+            // The store says open and in the window (checked above), the gate does not know
+            // the campaign: it lost it. Fail closed rather than tell users "not open".
+            Admission::NotOpen => return Err(Error::GateLost { id: *campaign_id }),
             Admission::Closed => return Ok(IssueOutcome::Closed),
         };
 

@@ -1,5 +1,8 @@
 -- Makes the gate know at least what the store holds. Only ever takes stock, never
--- returns it, so it is safe while traffic flows. Creates the campaign if it is gone.
+-- returns it, so it is safe while traffic flows. Creates the campaign if it is gone; then
+-- whatever holdings or ledger survived the loss of `meta` are dropped first, so stock is
+-- rebuilt from the store's slots alone (a surviving holding would otherwise block its
+-- unit from being taken, and stock would come back near the total: F5).
 -- KEYS: meta, holds, ledger
 -- ARGV: total, per_user_limit, starts_at_ms, ends_at_ms, expire_at_ms, then pairs user, nth
 --   (every stored slot)
@@ -11,6 +14,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     -- Keys created now would expire at once, and half-written state would outlive them.
     return redis.error_reply('COUPONEXPIRED the campaign is past its window and expiry grace; nothing to restore')
   end
+  redis.call('UNLINK', KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[1], 'stock', ARGV[1], 'total', ARGV[1], 'limit', ARGV[2], 'start', ARGV[3], 'end', ARGV[4])
   redis.call('HSET', KEYS[2], '', 0)
   redis.call('ZADD', KEYS[3], '+inf', '')

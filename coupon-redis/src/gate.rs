@@ -69,7 +69,54 @@ impl RedisGate {
         // The client's own timeouts come first; this catches anything that slips past them
         // (a reconnect in progress, say).
         let backstop = config.response_timeout + config.connection_timeout;
-        Ok(Self { conn, config, backstop })
+        let gate = Self { conn, config, backstop };
+        gate.refuse_eviction().await?;
+        Ok(gate)
+    }
+
+    /// Refuses a Redis that may evict keys: an evicted holding or ledger re-sells stock
+    /// and re-admits holders without anyone noticing (review finding F4). Every node the
+    /// configuration names is asked; a server that does not answer `CONFIG GET` (a managed
+    /// Redis with the command renamed) is let through with a warning.
+    async fn refuse_eviction(&self) -> Result<(), BackendError> {
+        let urls: Vec<String> = match &self.config.topology {
+            crate::config::Topology::Standalone(url) => vec![url.clone()],
+            crate::config::Topology::Cluster(nodes) => nodes.clone(),
+        };
+        for url in urls {
+            let policy = async {
+                let client = redis::Client::open(url.as_str())?;
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                let reply: Vec<String> = redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("maxmemory-policy")
+                    .query_async(&mut conn)
+                    .await?;
+                Ok::<_, redis::RedisError>(reply.get(1).cloned())
+            };
+            match tokio::time::timeout(self.backstop, policy).await {
+                Ok(Ok(Some(policy))) if policy != "noeviction" => {
+                    return Err(BackendError::new(
+                        Component::Gate,
+                        "redis",
+                        "connect",
+                        ErrorKind::Rejected,
+                        format!(
+                            "the Redis node {} has maxmemory-policy {policy}, which can evict the gate's keys and so sell stock twice; set `maxmemory-policy noeviction` on every node",
+                            redact(&url)
+                        ),
+                    ));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(node = %redact(&url), error = %e, "could not read maxmemory-policy; make sure it is noeviction")
+                }
+                Err(_) => {
+                    tracing::warn!(node = %redact(&url), "no answer to CONFIG GET maxmemory-policy in time; make sure it is noeviction")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Connects to `url` (see [`RedisGateConfig::from_url`]) with default settings.
@@ -157,6 +204,14 @@ impl RedisGate {
                 other => Err(unexpected_reply("admit", format!("unknown status {other}"))),
             })
             .collect()
+    }
+}
+
+/// `url` without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
     }
 }
 

@@ -303,3 +303,66 @@ async fn a_restart_in_the_middle_of_traffic_double_counts_nothing() {
         holders.len()
     );
 }
+
+/// F4: a Redis that may evict keys would silently forget holders and ledger entries and
+/// sell their stock again; the gate refuses it at start, naming the setting.
+#[tokio::test]
+async fn a_redis_that_may_evict_keys_is_refused_at_start() {
+    let Some(redis) = OwnRedis::start(false).await else {
+        return;
+    };
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let e = RedisGate::connect(config(&redis.url())).await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Rejected, "{e}");
+    assert!(e.to_string().contains("maxmemory-policy noeviction"), "{e}");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    RedisGate::connect(config(&redis.url())).await.unwrap();
+}
+
+/// F5: `meta` was lost while the holdings and ledger survived. Sync must rebuild the stock
+/// from the store's slots alone: survivors that the store does not hold are dropped, and
+/// every stored slot takes its unit (v1 kept the survivors and reset stock near the total).
+#[tokio::test]
+async fn f5_restore_after_losing_meta_rebuilds_stock_from_the_store_only() {
+    let Some(redis) = OwnRedis::start(false).await else {
+        return;
+    };
+    let gate = RedisGate::connect(config(&redis.url())).await.unwrap();
+    let c = open_campaign(10);
+    gate.open(&c.gate_spec()).await.unwrap();
+    for i in 0..5 {
+        let admitted = gate
+            .admit(&c.id, &user(i), &coupon_core::CouponId::new(), Utc::now())
+            .await
+            .unwrap();
+        assert!(matches!(admitted, Admission::Admitted { .. }));
+    }
+    let mut conn = gate.connection();
+    let _: u64 = conn.del(gate.keys(&c.id).meta).await.unwrap();
+    // The store holds users 0, 1 and 2; users 3 and 4 were never stored.
+    let stored: Vec<_> = (0..3).map(|i| (user(i), 1)).collect();
+    let report = gate.restore(&c.gate_spec(), &stored).await.unwrap();
+    assert!(report.created);
+    assert_eq!((report.stock_taken, report.remaining), (3, 7), "{report:?}");
+    let counts = gate.counts(&c.id).await.unwrap().unwrap();
+    assert_eq!((counts.remaining, counts.pending), (7, 0));
+    assert!(gate.holding(&c.id, &user(3)).await.unwrap().is_empty());
+    assert_eq!(gate.holding(&c.id, &user(0)).await.unwrap(), vec![1]);
+}

@@ -186,7 +186,6 @@ async fn refusals_from_the_gate_publish_nothing() {
     for (admission, outcome) in [
         (Admission::SoldOut, IssueOutcome::SoldOut),
         (Admission::AlreadyIssued, IssueOutcome::AlreadyIssued),
-        (Admission::NotOpen, IssueOutcome::NotOpen),
         (Admission::Closed, IssueOutcome::Closed),
     ] {
         let mut gate = MockIssueGate::new();
@@ -373,4 +372,22 @@ fn a_grace_shorter_than_twice_the_ack_deadline_is_refused() {
     let e = config.check_grace(Duration::from_secs(10)).unwrap_err();
     assert!(e.to_string().contains("reconcile_grace"), "{e}");
     config.check_grace(Duration::from_secs(11)).unwrap();
+}
+
+/// F4: the store says open and in the window, the gate answers "not open": it lost the
+/// campaign. The issuer fails closed with its own error (503 `gate_fenced` in the server)
+/// instead of telling the user the campaign is not open.
+#[tokio::test]
+async fn a_gate_that_lost_an_open_campaign_fails_closed() {
+    let c = campaign(CampaignState::Open);
+    let mut gate = MockIssueGate::new();
+    gate.expect_admit()
+        .times(1)
+        .returning(|_, _, _, _| Ok(Admission::NotOpen));
+    let mut log = MockEventLog::new();
+    log.expect_publish().never();
+    let i = issuer(gate, Some(log), store_serving(&c), AckMode::AfterLog);
+    let e = i.issue(&c.id, &alice()).await.unwrap_err();
+    assert!(matches!(e, Error::GateLost { id } if id == c.id), "{e}");
+    assert!(e.is_retryable());
 }

@@ -112,6 +112,9 @@ impl From<Error> for ApiError {
             Error::SyncRefused { .. } => {
                 Self::new(StatusCode::CONFLICT, "sync_refused", e.to_string()).with_retry_after(5)
             }
+            Error::GateLost { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "gate_fenced", e.to_string()).with_retry_after(5)
+            }
             Error::Backend(b) => Self::backend(b),
             _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         }
