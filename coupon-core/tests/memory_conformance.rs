@@ -36,3 +36,22 @@ mod protocol {
         Arc::new(MemoryStore::new()) as Arc<dyn IssueStore>
     )));
 }
+
+/// Issue 11: the flash sale of `concurrency.rs` under protocol v2's faults (publish
+/// failures, crashes, a two-minute pause, two concurrent reconcilers and syncs), with
+/// per-user limits 1 and 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flash_sale_under_faults_keeps_every_invariant_with_limits_one_and_three() {
+    for limit in [1, 3] {
+        let figures = coupon_core::conformance::protocol::flash_sale_under_faults(
+            Arc::new(MemoryGate::new()),
+            Arc::new(MemoryStore::new()),
+            1_500,
+            limit,
+            2_000,
+        )
+        .await;
+        println!("memory gate and store, limit {limit}: {figures:?}");
+        assert!(figures.publish_failures > 0 && figures.syncs > 0, "{figures:?}");
+    }
+}

@@ -381,6 +381,304 @@ pub async fn f10_a_replayed_dead_letter_cannot_be_sold_twice(gate: Arc<dyn Issue
     rig.check_invariants(&c, &[v.id]).await;
 }
 
+/// An event log whose every `fail_every`-th publish fails before anything is written
+/// (a certain failure: the issuer voids and releases at once).
+pub struct FlakyLog {
+    inner: MemoryLog,
+    count: std::sync::atomic::AtomicU64,
+    fail_every: u64,
+}
+
+impl FlakyLog {
+    /// Wraps `inner`.
+    pub fn new(inner: MemoryLog, fail_every: u64) -> Self {
+        Self {
+            inner,
+            count: std::sync::atomic::AtomicU64::new(0),
+            fail_every,
+        }
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
+#[async_trait]
+impl EventLog for FlakyLog {
+    fn backend(&self) -> &'static str {
+        "flaky-memory"
+    }
+    async fn publish(&self, event: &crate::domain::IssueEvent) -> Result<(), BackendError> {
+        if self.count.fetch_add(1, Ordering::Relaxed) % self.fail_every == self.fail_every - 1 {
+            return Err(BackendError::new(
+                crate::error::Component::Log,
+                "flaky-memory",
+                "publish",
+                crate::error::ErrorKind::Unavailable,
+                "injected",
+            ));
+        }
+        self.inner.publish(event).await
+    }
+    async fn publish_raw(&self, payload: &[u8]) -> Result<(), BackendError> {
+        self.inner.publish_raw(payload).await
+    }
+    async fn subscribe(&self, group: &str) -> Result<Box<dyn crate::log::EventSource>, BackendError> {
+        self.inner.subscribe(group).await
+    }
+    async fn subscribe_dead_letters(&self, group: &str) -> Result<Box<dyn crate::log::EventSource>, BackendError> {
+        self.inner.subscribe_dead_letters(group).await
+    }
+    async fn oldest_uncommitted(&self, group: &str) -> Result<Option<DateTime<Utc>>, BackendError> {
+        self.inner.oldest_uncommitted(group).await
+    }
+}
+
+/// What [`flash_sale_under_faults`] saw.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FlashSaleFigures {
+    /// Requests made.
+    pub attempts: u64,
+    /// Answered "issued".
+    pub issued: u64,
+    /// Answered "already issued".
+    pub already_issued: u64,
+    /// Answered "sold out".
+    pub sold_out: u64,
+    /// Publishes that failed (injected): voided and released by the issuer at once.
+    pub publish_failures: u64,
+    /// Other errors (gate or acknowledgement timeouts on a busy machine): not "issued".
+    pub other_errors: u64,
+    /// Admissions that "crashed" between gate and publish.
+    pub crashed: u64,
+    /// Admissions of a "paused" server, published after a reconciler had voided them.
+    pub paused: u64,
+    /// Late events the store refused.
+    pub fenced: u64,
+    /// Releases by the two concurrent reconcilers and the syncs.
+    pub reconciler_releases: u64,
+    /// Syncs run during the sale.
+    pub syncs: u64,
+    /// Coupons stored at the end.
+    pub stored: u64,
+}
+
+/// The flash sale of issue 2 under the faults protocol v2 must survive, over any gate and
+/// store: `users` users (each tried several times) against `stock`, with per-user limit
+/// `limit`; every 23rd publish fails; some admissions crash before their publish; some
+/// belong to a server paused for two minutes whose events arrive after a reconciler
+/// voided them; two reconcilers run concurrently all along, with operator syncs between.
+/// Checks I1-I4 at the end and returns the figures.
+pub async fn flash_sale_under_faults(
+    gate: Arc<dyn IssueGate>,
+    store: Arc<dyn IssueStore>,
+    stock: u64,
+    limit: u32,
+    users: usize,
+) -> FlashSaleFigures {
+    use std::collections::{HashMap, HashSet};
+
+    const TASKS: usize = 16;
+    const CRASHED: usize = 10;
+    const PAUSED: usize = 10;
+    let attempts = users * limit as usize * 3;
+    let memory_log = MemoryLog::new();
+    let log: Arc<dyn EventLog> = Arc::new(FlakyLog::new(memory_log.clone(), 23));
+    // Short deadlines, so a grace of a few seconds is safe and the reconcilers really act
+    // during the sale.
+    let issuer_config = IssuerConfig::default()
+        .with_gate_timeout(std::time::Duration::from_millis(500))
+        .with_ack_timeout(std::time::Duration::from_millis(1_000));
+    let grace = issuer_config.ack_deadline() * 2;
+    issuer_config.check_grace(grace).expect("a safe grace");
+    let issuer = Issuer::new(
+        gate.clone(),
+        Some(log.clone()),
+        store.clone(),
+        CampaignCache::new(store.clone()),
+        issuer_config,
+    )
+    .expect("issuer");
+    let reconciler = Reconciler::new(gate.clone(), store.clone())
+        .with_log(log.clone(), GROUP)
+        .with_grace(grace);
+
+    let c = open_campaign(stock, limit);
+    gate.open(&c.gate_spec()).await.expect("open gate");
+    store.create_campaign(&c).await.expect("create");
+    let at = c.issue_starts_at + Duration::minutes(30);
+
+    let (stop_recording, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut recorder = Recorder::new(
+        log.subscribe(GROUP).await.expect("subscribe"),
+        store.clone(),
+        RecorderConfig::default().with_batch_wait(std::time::Duration::from_millis(5)),
+    )
+    .with_gate(gate.clone());
+    let recording = tokio::spawn(async move { recorder.run_until(async { stopped.await.unwrap_or(()) }).await });
+
+    // Admissions that crash before their publish, and a paused server's admissions.
+    let mut held_back = Vec::new();
+    for i in 0..CRASHED + PAUSED {
+        let (admission, key) = admit_keyed(&*gate, &c.id, &user(&c.id, users + i), at).await;
+        assert!(matches!(admission, Admission::Admitted { .. }), "{admission:?}");
+        held_back.push(key);
+    }
+    let paused = held_back.split_off(CRASHED);
+
+    // Let them age past the grace on the gate's clock (bounded), so the reconcilers find
+    // them expired while the sale runs and race each other and the syncs to release them.
+    let aged = gate.clock().await.expect("clock") + Duration::from_std(grace).expect("grace");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while gate.clock().await.expect("clock") <= aged {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gate's clock did not move on"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Two reconcilers and a syncing operator, concurrently, until the sale ends.
+    let selling = Arc::new(AtomicBool::new(true));
+    let housekeepers: Vec<_> = (0..3)
+        .map(|k| {
+            let (reconciler, selling, c, gate) = (reconciler.clone(), selling.clone(), c.clone(), gate.clone());
+            tokio::spawn(async move {
+                let (mut released, mut syncs) = (0, 0);
+                while selling.load(Ordering::Relaxed) {
+                    if k == 2 {
+                        let now = gate.clock().await.expect("clock");
+                        released += reconciler.sync(&c, now).await.expect("sync").reconcile.released;
+                        syncs += 1;
+                    } else {
+                        released += reconciler.reconcile_now(&c.id).await.expect("reconcile").released;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                (released, syncs)
+            })
+        })
+        .collect();
+
+    let sellers: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let (issuer, c) = (issuer.clone(), c.clone());
+            tokio::spawn(async move {
+                let mut out = (Vec::new(), FlashSaleFigures::default());
+                for i in (t..attempts).step_by(TASKS) {
+                    let u = user(&c.id, (i * 7_919) % users);
+                    match issuer.issue(&c.id, &u).await {
+                        Ok(IssueOutcome::Issued(coupon)) => out.0.push(coupon),
+                        Ok(IssueOutcome::AlreadyIssued) => out.1.already_issued += 1,
+                        Ok(IssueOutcome::SoldOut) => out.1.sold_out += 1,
+                        Ok(other) => panic!("unexpected {other:?}"),
+                        Err(crate::Error::Backend(b)) if b.message == "injected" => out.1.publish_failures += 1,
+                        Err(_) => out.1.other_errors += 1,
+                    }
+                }
+                out
+            })
+        })
+        .collect();
+    let mut figures = FlashSaleFigures {
+        attempts: attempts as u64,
+        crashed: CRASHED as u64,
+        paused: PAUSED as u64,
+        ..FlashSaleFigures::default()
+    };
+    let mut acknowledged = Vec::new();
+    for seller in sellers {
+        let (coupons, part) = seller.await.expect("seller");
+        acknowledged.extend(coupons);
+        figures.already_issued += part.already_issued;
+        figures.sold_out += part.sold_out;
+        figures.publish_failures += part.publish_failures;
+        figures.other_errors += part.other_errors;
+    }
+    selling.store(false, Ordering::Relaxed);
+    for housekeeper in housekeepers {
+        let (released, syncs) = housekeeper.await.expect("housekeeper");
+        figures.reconciler_releases += released;
+        figures.syncs += syncs;
+    }
+    figures.issued = acknowledged.len() as u64;
+
+    // The paused server resumes two minutes later and publishes; a last pass first sees
+    // everything still unacknowledged as expired (nothing is in flight any more).
+    let later = gate.clock().await.expect("clock") + Duration::minutes(2);
+    let last_pass = reconciler.reconcile(&c.id, later).await.expect("reconcile");
+    figures.reconciler_releases += last_pass.released;
+    for key in &paused {
+        log.publish(&event_of(&c, key, at)).await.expect("late publish");
+    }
+    stop_recording.send(()).expect("recorder running");
+    let recorded = recording.await.expect("recorder");
+    let mut drain = Recorder::new(
+        log.subscribe(GROUP).await.expect("subscribe"),
+        store.clone(),
+        RecorderConfig::default(),
+    )
+    .with_gate(gate.clone());
+    let drained = drain.drain().await;
+    figures.fenced = (recorded.fenced + drained.fenced) as u64;
+    let final_pass = reconciler.reconcile(&c.id, later).await.expect("reconcile");
+    figures.reconciler_releases += final_pass.released;
+    figures.stored = store.issued_count(&c.id).await.expect("count");
+
+    // I1: never more than the stock, in the store and in the gate.
+    assert!(figures.stored <= stock, "I1: {figures:?}");
+    let counts = gate.counts(&c.id).await.expect("counts").expect("campaign");
+    // I3: every coupon answered "issued" is stored, as told, exactly once.
+    let ids: HashSet<_> = acknowledged.iter().map(|c| c.id).collect();
+    assert_eq!(ids.len(), acknowledged.len(), "I3: a coupon id answered twice");
+    for coupon in &acknowledged {
+        assert_eq!(
+            store
+                .coupon(&coupon.id)
+                .await
+                .expect("read")
+                .as_ref()
+                .map(|s| (s.user_id.clone(), s.nth)),
+            Some((coupon.user_id.clone(), coupon.nth)),
+            "I3: acknowledged coupon {} not stored as told; {figures:?}",
+            coupon.id
+        );
+    }
+    // I2: nobody above the limit, in the answers and in the store; no slot twice.
+    let mut per_user: HashMap<&UserId, HashSet<u32>> = HashMap::new();
+    for coupon in &acknowledged {
+        assert!(
+            per_user.entry(&coupon.user_id).or_default().insert(coupon.nth),
+            "I2: slot answered twice"
+        );
+    }
+    assert!(
+        per_user.values().all(|n| n.len() <= limit as usize),
+        "I2 in the answers"
+    );
+    let slots = store.holders(&c.id).await.expect("holders");
+    let mut stored_per_user: HashMap<&UserId, u32> = HashMap::new();
+    for (u, _) in &slots {
+        *stored_per_user.entry(u).or_default() += 1;
+    }
+    assert!(stored_per_user.values().all(|n| *n <= limit), "I2 in the store");
+    // The paused server's late events were all refused, none stored.
+    for key in &paused {
+        assert_eq!(
+            store.coupon(&key.coupon_id).await.expect("read"),
+            None,
+            "a voided coupon was stored"
+        );
+    }
+    assert!(figures.fenced >= PAUSED as u64, "{figures:?}");
+    // I4: once everything unacknowledged is past the grace, nothing is pending and
+    // every unit is either stored or back in the gate; nothing leaked, nothing invented.
+    assert_eq!(counts.pending, 0, "{counts:?} {figures:?}");
+    assert_eq!(counts.remaining + figures.stored, stock, "I4: {counts:?} {figures:?}");
+    // Requests answered with an error may still have been stored (the user sees the coupon
+    // in their list); never the other way round.
+    assert!(figures.stored >= figures.issued, "{figures:?}");
+    figures
+}
+
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __protocol_tests {

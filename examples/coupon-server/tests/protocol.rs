@@ -76,3 +76,20 @@ mod redis_sqlite {
     use super::*;
     coupon_core::protocol_conformance!(pair(redis(false).await, sqlite().await).await);
 }
+
+/// Issue 11: the flash sale under protocol v2's faults (publish failures, crashes, a
+/// two-minute pause, two concurrent reconcilers and syncs) on the batched Redis Cluster
+/// gate and PostgreSQL, with per-user limits 1 and 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flash_sale_under_faults_on_redis_cluster_and_postgres() {
+    for limit in [1, 3] {
+        let Some((gate, store)) = pair(redis(true).await, postgres().await).await else {
+            return;
+        };
+        let gate: Arc<dyn IssueGate> = Arc::new(BatchingGate::new(gate, BatchConfig::default()));
+        let figures =
+            coupon_core::conformance::protocol::flash_sale_under_faults(gate, store, 1_000, limit, 1_500).await;
+        println!("batched Redis Cluster and PostgreSQL, limit {limit}: {figures:?}");
+        assert!(figures.publish_failures > 0 && figures.syncs > 0, "{figures:?}");
+    }
+}
