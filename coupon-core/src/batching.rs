@@ -150,9 +150,18 @@ async fn run(inner: Arc<dyn IssueGate>, mut rx: mpsc::Receiver<Pending>, config:
                     let requests: Vec<AdmitRequest> = group.iter().map(|p| p.request.clone()).collect();
                     match inner.admit_many(&requests, now).await {
                         Ok(answers) if answers.len() == group.len() => {
+                            let mut orphans = Vec::new();
                             for (p, a) in group.into_iter().zip(answers) {
-                                let _ = p.reply.send(Ok(a));
+                                let Pending { request, reply, .. } = p;
+                                if let Err(Ok(Admission::Admitted { nth, .. })) = reply.send(Ok(a)) {
+                                    orphans.push(ReservationKey {
+                                        coupon_id: request.coupon_id,
+                                        user_id: request.user_id,
+                                        nth,
+                                    });
+                                }
                             }
+                            release_orphans(&*inner, &requests[0].campaign_id, &orphans).await;
                         }
                         Ok(answers) => {
                             let e = BackendError::new(
@@ -170,6 +179,18 @@ async fn run(inner: Arc<dyn IssueGate>, mut rx: mpsc::Receiver<Pending>, config:
             });
             futures::future::join_all(calls).await;
         });
+    }
+}
+
+/// Admissions whose caller was gone when the answer came (it timed out, or its client
+/// hung up): the coupon id never left this process, so no event can ever be published
+/// for it, and its stock can go back at once without waiting for the reconciler (no void
+/// needed: there is nothing to fence off). Review finding F8.
+async fn release_orphans(inner: &dyn IssueGate, campaign_id: &CampaignId, orphans: &[ReservationKey]) {
+    for key in orphans {
+        if let Err(e) = inner.release(campaign_id, key).await {
+            tracing::warn!(error = %e, coupon = %key.coupon_id, "could not release an admission whose caller is gone; the reconciler will");
+        }
     }
 }
 
@@ -267,8 +288,59 @@ impl IssueGate for BatchingGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{CampaignId, CouponId, UserId};
+    use crate::domain::{CouponId, UserId};
     use crate::gate::MockIssueGate;
+
+    /// F8: the caller gives up (a gate timeout, a client that hung up) while its batch is
+    /// in flight; the admission that comes back is released at once, exactly that one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_admission_whose_caller_is_gone_is_released_at_once() {
+        let (in_flight_tx, in_flight) = tokio::sync::oneshot::channel::<()>();
+        let in_flight_tx = std::sync::Mutex::new(Some(in_flight_tx));
+        let (go_tx, go) = std::sync::mpsc::channel::<()>();
+        let go = std::sync::Mutex::new(go);
+        let (released_tx, mut released) = tokio::sync::mpsc::unbounded_channel::<ReservationKey>();
+        let mut inner = MockIssueGate::new();
+        inner.expect_backend().return_const("mock");
+        inner.expect_admit_many().times(1).returning(move |requests, _| {
+            if let Some(tx) = in_flight_tx.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            // Hold the batch until the caller is gone (a worker thread blocks; another runs the test).
+            go.lock().unwrap().recv().unwrap();
+            Ok(requests
+                .iter()
+                .map(|_| Admission::Admitted { nth: 1, remaining: 9 })
+                .collect())
+        });
+        inner.expect_release().times(1).returning(move |_, key| {
+            released_tx.send(key.clone()).unwrap();
+            Ok(true)
+        });
+        let gate = Arc::new(BatchingGate::new(Arc::new(inner), BatchConfig::default()));
+        let (campaign, user, coupon) = (CampaignId::new(), UserId::new("gone").unwrap(), CouponId::new());
+        let caller = {
+            let gate = gate.clone();
+            let user = user.clone();
+            tokio::spawn(async move { gate.admit(&campaign, &user, &coupon, chrono::Utc::now()).await })
+        };
+        in_flight.await.unwrap();
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        go_tx.send(()).unwrap();
+        let key = tokio::time::timeout(Duration::from_secs(10), released.recv())
+            .await
+            .expect("released within the bound")
+            .unwrap();
+        assert_eq!(
+            key,
+            ReservationKey {
+                coupon_id: coupon,
+                user_id: user,
+                nth: 1
+            }
+        );
+    }
 
     /// F9: two campaigns in one batch; the call for one fails. The other campaign's
     /// requests get their own answers, not the failure.
