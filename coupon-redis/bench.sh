@@ -14,13 +14,13 @@ now_ms=$(($(date +%s%N) / 1000000))
 
 rate() { # a fresh campaign per run, so every measurement starts from the same state
   local tag="rb-$$-$RANDOM"
-  cli EVAL "$(cat coupon-redis/lua/open.lua)" 3 "cpn:{$tag}:meta" "cpn:{$tag}:users" "cpn:{$tag}:ledger" \
+  cli EVAL "$(cat coupon-redis/lua/open.lua)" 3 "cpn:{$tag}:meta" "cpn:{$tag}:holds" "cpn:{$tag}:ledger" \
     1000000000 1 0 $((now_ms + 6 * 3600 * 1000)) $((now_ms + 7 * 3600 * 1000)) >/dev/null
   # redis-benchmark prints "throughput summary: N requests per second"
   redis-benchmark -h "$HOST" -p "$PORT" -n "$N" -c 50 -r 100000000 "$@" \
-    EVALSHA "$SHA" 3 "cpn:{$tag}:meta" "cpn:{$tag}:users" "cpn:{$tag}:ledger" "$now_ms" "u:__rand_int__" 2>/dev/null |
+    EVALSHA "$SHA" 3 "cpn:{$tag}:meta" "cpn:{$tag}:holds" "cpn:{$tag}:ledger" "$now_ms" "c__rand_int__" "u:__rand_int__" 2>/dev/null |
     grep -Eo 'throughput summary: [0-9.]+' | grep -Eo '[0-9.]+$'
-  cli UNLINK "cpn:{$tag}:meta" "cpn:{$tag}:users" "cpn:{$tag}:ledger" >/dev/null
+  cli UNLINK "cpn:{$tag}:meta" "cpn:{$tag}:holds" "cpn:{$tag}:ledger" >/dev/null
 }
 plain=$(rate)
 piped=$(rate -P 16)

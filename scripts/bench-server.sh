@@ -94,12 +94,12 @@ RB_PORT=$(sed -E 's#redis://([^:/]+):([0-9]+).*#\2#' <<<"$REDIS_URL")
 SHA=$(redis-cli -h "$RB_HOST" -p "$RB_PORT" SCRIPT LOAD "$(cat coupon-redis/lua/admit.lua)")
 now_ms=$(($(date +%s%N) / 1000000))
 tag="bench-$RANDOM"
-redis-cli -h "$RB_HOST" -p "$RB_PORT" EVAL "$(cat coupon-redis/lua/open.lua)" 3 "cpn:{$tag}:meta" "cpn:{$tag}:users" \
+redis-cli -h "$RB_HOST" -p "$RB_PORT" EVAL "$(cat coupon-redis/lua/open.lua)" 3 "cpn:{$tag}:meta" "cpn:{$tag}:holds" \
   "cpn:{$tag}:ledger" 1000000000 1 0 $((now_ms + 6 * 3600 * 1000)) $((now_ms + 7 * 3600 * 1000)) >/dev/null
 REDIS_RATE=$(redis-benchmark -h "$RB_HOST" -p "$RB_PORT" -n 300000 -c 50 -r 100000000 EVALSHA "$SHA" 3 "cpn:{$tag}:meta" \
-  "cpn:{$tag}:users" "cpn:{$tag}:ledger" "$now_ms" "u:__rand_int__" 2>/dev/null |
+  "cpn:{$tag}:holds" "cpn:{$tag}:ledger" "$now_ms" "c__rand_int__" "u:__rand_int__" 2>/dev/null |
   grep -Eo 'throughput summary: [0-9.]+' | grep -Eo '[0-9.]+$')
-redis-cli -h "$RB_HOST" -p "$RB_PORT" UNLINK "cpn:{$tag}:meta" "cpn:{$tag}:users" "cpn:{$tag}:ledger" >/dev/null
+redis-cli -h "$RB_HOST" -p "$RB_PORT" UNLINK "cpn:{$tag}:meta" "cpn:{$tag}:holds" "cpn:{$tag}:ledger" >/dev/null
 
 echo
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM; everything (load generator included) on these cores"
