@@ -7,16 +7,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
+use coupon_core::conformance::protocol::FlakyLog;
 use coupon_core::memory::{MemoryGate, MemoryLog, MemoryStore};
 use coupon_core::{
-    Admission, BackendError, CampaignCache, CampaignService, Component, Coupon, ErrorKind, EventLog, EventSource,
-    IssueEvent, IssueGate, IssueOutcome, IssueStore, Issuer, IssuerConfig, NewCampaign, Reconciler, Recorder,
-    RecorderConfig, UserId,
+    Admission, CampaignCache, CampaignService, Component, Coupon, EventLog, IssueGate, IssueOutcome, IssueStore,
+    Issuer, IssuerConfig, NewCampaign, Reconciler, Recorder, RecorderConfig, UserId,
 };
 
 const TASKS: usize = 64;
@@ -24,44 +22,6 @@ const ATTEMPTS: usize = 100_000;
 const USERS: usize = 25_000;
 const STOCK: u64 = 5_000;
 const CRASHED: usize = 40;
-
-/// A memory log whose every `fail_every`-th publish fails before being written.
-struct FlakyLog {
-    inner: MemoryLog,
-    count: AtomicU64,
-    fail_every: u64,
-}
-
-#[async_trait]
-impl EventLog for FlakyLog {
-    fn backend(&self) -> &'static str {
-        "flaky-memory"
-    }
-    async fn publish(&self, event: &IssueEvent) -> Result<(), BackendError> {
-        if self.count.fetch_add(1, Ordering::Relaxed) % self.fail_every == self.fail_every - 1 {
-            return Err(BackendError::new(
-                Component::Log,
-                "flaky-memory",
-                "publish",
-                ErrorKind::Unavailable,
-                "injected",
-            ));
-        }
-        self.inner.publish(event).await
-    }
-    async fn publish_raw(&self, payload: &[u8]) -> Result<(), BackendError> {
-        self.inner.publish_raw(payload).await
-    }
-    async fn subscribe(&self, group: &str) -> Result<Box<dyn EventSource>, BackendError> {
-        self.inner.subscribe(group).await
-    }
-    async fn subscribe_dead_letters(&self, group: &str) -> Result<Box<dyn EventSource>, BackendError> {
-        self.inner.subscribe_dead_letters(group).await
-    }
-    async fn oldest_uncommitted(&self, group: &str) -> Result<Option<DateTime<Utc>>, BackendError> {
-        self.inner.oldest_uncommitted(group).await
-    }
-}
 
 #[derive(Default, Debug)]
 struct Tally {
@@ -75,11 +35,7 @@ struct Tally {
 async fn flash_sale_on_memory_backends_keeps_every_invariant() {
     let gate = Arc::new(MemoryGate::new());
     let memory_log = MemoryLog::new();
-    let log = Arc::new(FlakyLog {
-        inner: memory_log.clone(),
-        count: AtomicU64::new(0),
-        fail_every: 97,
-    });
+    let log = Arc::new(FlakyLog::new(memory_log.clone(), 97));
     let store = Arc::new(MemoryStore::new());
     let cache = CampaignCache::new(store.clone());
     let reconciler = Reconciler::new(gate.clone(), store.clone()).with_log(log.clone(), "recorders");
