@@ -320,6 +320,35 @@ pub async fn f3_an_event_arriving_after_its_release_is_refused(gate: Arc<dyn Iss
     rig.check_invariants(&c, &[sold_again.id]).await;
 }
 
+/// F3 (clock skew): a server whose clock is five minutes behind issues a coupon; its
+/// admission must not look five minutes old to a reconciler. Ledger ages are measured on
+/// the gate's clock, so a pass right away releases nothing and the coupon is stored (v1
+/// scored the ledger with the server's clock and released it while in flight).
+pub async fn f3_a_server_clock_behind_does_not_age_its_admissions(
+    gate: Arc<dyn IssueGate>,
+    store: Arc<dyn IssueStore>,
+) {
+    let mut rig = Rig::new(gate, store).await;
+    let c = rig.campaign(1, 1).await;
+    let behind = crate::domain::timestamp_now() - Duration::minutes(5);
+    let coupon = match rig
+        .issuer
+        .issue_at(&c.id, &user(&c.id, 0), behind)
+        .await
+        .expect("issue")
+    {
+        IssueOutcome::Issued(coupon) => coupon,
+        other => panic!("{other:?}"),
+    };
+    // Another host's reconciler, whatever its own clock says, asks the gate for the time.
+    let report = rig.reconciler(rig.gate.clone()).reconcile_now(&c.id).await.unwrap();
+    assert_eq!((report.examined, report.released), (0, 0), "{report:?}");
+    let drained = rig.recorder.drain().await;
+    assert_eq!((drained.stored, drained.fenced), (1, 0));
+    assert_eq!(rig.issue(&c, &user(&c.id, 1)).await, IssueOutcome::SoldOut);
+    rig.check_invariants(&c, &[coupon.id]).await;
+}
+
 /// F6: a gate that lost its state (here: forgotten and opened afresh) admits beyond the
 /// stock; the store never stores more than the stock, and says so per event.
 pub async fn f6_the_store_caps_a_gate_that_lost_its_state(gate: Arc<dyn IssueGate>, store: Arc<dyn IssueStore>) {
@@ -704,6 +733,7 @@ macro_rules! protocol_conformance {
                 f1_a_stale_reconciler_page_never_releases_a_newer_admission,
                 f2_a_released_lower_nth_is_reused_and_a_held_one_never,
                 f3_an_event_arriving_after_its_release_is_refused,
+                f3_a_server_clock_behind_does_not_age_its_admissions,
                 f6_the_store_caps_a_gate_that_lost_its_state,
                 f10_a_replayed_dead_letter_cannot_be_sold_twice,
             ]
