@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::{CampaignId, Fence, IssueEvent, RecordOutcome, ReservationKey};
+use crate::domain::{CampaignId, DecodeError, Fence, ISSUE_EVENT_VERSION, IssueEvent, RecordOutcome, ReservationKey};
 use crate::error::BackendError;
 use crate::gate::IssueGate;
 use crate::log::{Batch, DeadLetter, EventSource, LogRecord};
@@ -92,6 +92,9 @@ pub struct BatchReport {
     pub fenced: usize,
     /// Store calls that failed and were retried.
     pub store_retries: usize,
+    /// The recorder stopped at this batch without storing or committing it
+    /// ([`Recorder::halted`] says why).
+    pub halted: bool,
 }
 
 impl std::ops::AddAssign for BatchReport {
@@ -102,6 +105,7 @@ impl std::ops::AddAssign for BatchReport {
         self.dead_lettered += o.dead_lettered;
         self.fenced += o.fenced;
         self.store_retries += o.store_retries;
+        self.halted |= o.halted;
     }
 }
 
@@ -117,6 +121,7 @@ pub struct Recorder {
     gate: Option<Arc<dyn IssueGate>>,
     observer: Option<Arc<dyn RecordObserver>>,
     config: RecorderConfig,
+    halted: Option<String>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -137,7 +142,16 @@ impl Recorder {
             gate: None,
             observer: None,
             config,
+            halted: None,
         }
+    }
+
+    /// Why the recorder stopped, if it did: it met an event of a schema version this build
+    /// does not know. Such an event is neither stored nor dead-lettered and its batch is
+    /// not committed (a dead-lettered event could be replayed after the reconciler gave its
+    /// stock back); upgrade the consumer and restart it, and the batch is delivered again.
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.as_deref()
     }
 
     /// Settles the gate's reservation ledger after each stored batch (one call per
@@ -153,18 +167,19 @@ impl Recorder {
         self
     }
 
-    /// Runs until `shutdown` completes. A batch in progress at shutdown is not
-    /// committed; it will be delivered again.
+    /// Runs until `shutdown` completes, or until it halts ([`Recorder::halted`]). A batch
+    /// in progress at shutdown is not committed; it will be delivered again.
     pub async fn run_until(&mut self, shutdown: impl Future<Output = ()>) -> BatchReport {
         let mut total = BatchReport::default();
         tokio::pin!(shutdown);
-        loop {
+        while self.halted.is_none() {
             tokio::select! {
                 biased;
                 () = &mut shutdown => return total,
                 report = self.run_once() => total += report,
             }
         }
+        total
     }
 
     /// Handles batches until a read comes back empty (the log is drained for now);
@@ -173,7 +188,8 @@ impl Recorder {
         let mut total = BatchReport::default();
         loop {
             let report = self.run_once().await;
-            if report.received == 0 {
+            if report.received == 0 || report.halted {
+                total += report;
                 return total;
             }
             total += report;
@@ -182,6 +198,12 @@ impl Recorder {
 
     /// Reads and handles one batch (possibly empty), retrying until it is done.
     pub async fn run_once(&mut self) -> BatchReport {
+        if self.halted.is_some() {
+            return BatchReport {
+                halted: true,
+                ..BatchReport::default()
+            };
+        }
         let mut backoff = Backoff::new(&self.config);
         let batch = loop {
             match self
@@ -198,6 +220,15 @@ impl Recorder {
         };
         if batch.records.is_empty() {
             return BatchReport::default();
+        }
+        if let Some(reason) = unknown_version(&batch) {
+            tracing::error!(%reason, "recorder halted: upgrade the consumer, then restart it");
+            self.halted = Some(reason);
+            return BatchReport {
+                received: batch.records.len(),
+                halted: true,
+                ..BatchReport::default()
+            };
         }
         let report = self.handle(&batch).await;
         let mut backoff = Backoff::new(&self.config);
@@ -370,6 +401,17 @@ impl Recorder {
             "record dead-lettered"
         );
     }
+}
+
+/// The first record of a schema version this build does not read, described.
+fn unknown_version(batch: &Batch) -> Option<String> {
+    batch.records.iter().find_map(|r| match r.decode() {
+        Err(DecodeError::UnknownVersion(v)) => Some(format!(
+            "the event at partition {} offset {} has schema version {v}, which this build does not read (it reads version {ISSUE_EVENT_VERSION})",
+            r.partition, r.offset
+        )),
+        _ => None,
+    })
 }
 
 fn log_dead_letter_failure(e: &BackendError) {

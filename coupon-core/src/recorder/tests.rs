@@ -154,7 +154,7 @@ async fn an_undecodable_record_is_dead_lettered_at_once_and_the_rest_flow_on() {
     let sent = events(2);
     let mut recs = records(&sent);
     recs.push(LogRecord {
-        payload: b"{\"version\": 99}".to_vec(),
+        payload: b"{\"version\": 1, \"not\": \"an event\"}".to_vec(),
         partition: 0,
         offset: 2,
         published_at: None,
@@ -164,7 +164,7 @@ async fn an_undecodable_record_is_dead_lettered_at_once_and_the_rest_flow_on() {
     let mut source = source_once(recs, &mut seq);
     source
         .expect_dead_letter()
-        .withf(|l| l.record.offset == 2 && l.attempts == 1 && l.error.contains("version 99"))
+        .withf(|l| l.record.offset == 2 && l.attempts == 1 && l.error.contains("malformed"))
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_| Ok(()));
@@ -335,4 +335,37 @@ async fn a_fenced_event_is_dead_lettered_at_once_and_settled() {
     assert_eq!(letters[0].attempts, 1);
     assert!(letters[0].error.contains("voided"), "{}", letters[0].error);
     assert_eq!(*observer.0.lock().unwrap(), vec![crate::domain::Fence::Voided]);
+}
+
+/// F10: an event of a schema version this build does not read is neither stored nor
+/// dead-lettered (a dead letter could be replayed after its stock was re-sold), and its
+/// batch is not committed: the recorder halts, saying why, until it is upgraded.
+#[tokio::test(start_paused = true)]
+async fn an_event_of_an_unknown_version_halts_the_recorder_without_commit() {
+    let sent = events(2);
+    let mut recs = records(&sent);
+    recs.insert(
+        1,
+        LogRecord {
+            payload: b"{\"version\": 99}".to_vec(),
+            partition: 0,
+            offset: 7,
+            published_at: None,
+            headers: Vec::new(),
+        },
+    );
+    let mut seq = Sequence::new();
+    let mut source = source_once(recs, &mut seq);
+    source.expect_dead_letter().never();
+    source.expect_commit().never();
+    let mut store = MockIssueStore::new();
+    store.expect_record().never();
+    let mut recorder = Recorder::new(Box::new(source), arc(store), config());
+    // run_until returns by itself: the recorder halted.
+    let report = recorder.run_until(std::future::pending()).await;
+    assert!(report.halted);
+    assert_eq!((report.received, report.stored, report.dead_lettered), (3, 0, 0));
+    let why = recorder.halted().unwrap();
+    assert!(why.contains("version 99") && why.contains("offset 7"), "{why}");
+    assert!(recorder.drain().await.halted, "stays halted");
 }

@@ -104,5 +104,10 @@ async fn main() -> anyhow::Result<()> {
     // deduplicated by the store. Every finished batch is already committed.
     let total = recorder.run_until(coupon_server::config::shutdown_signal()).await;
     tracing::info!(?total, "coupon-consumer stopped");
+    if let Some(why) = recorder.halted() {
+        // Exit non-zero so the operator (or the orchestrator) sees it: nothing past this
+        // event is committed, and a newer consumer picks it up after a restart.
+        anyhow::bail!("the recorder halted: {why}; upgrade coupon-consumer and restart it");
+    }
     Ok(())
 }

@@ -226,6 +226,9 @@ impl Server {
             let stop = stop.clone();
             tasks.spawn(async move {
                 recorder.run_until(stop.cancelled()).await;
+                if let Some(why) = recorder.halted() {
+                    tracing::error!(%why, "the in-process recorder halted; upgrade the server and restart it");
+                }
                 recorder
             })
         });
