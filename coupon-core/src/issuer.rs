@@ -10,7 +10,7 @@ use tokio_util::task::TaskTracker;
 use crate::cache::CampaignCache;
 use crate::domain::{
     Admission, CampaignId, CampaignState, Coupon, CouponId, IssueEvent, IssueOutcome, RecordOutcome, UserId,
-    VoidOutcome, timestamp_now,
+    timestamp_now,
 };
 use crate::error::{BackendError, Component, Error, ErrorKind};
 use crate::gate::IssueGate;
@@ -369,24 +369,12 @@ impl Issuer {
     }
 }
 
-/// Gives an admission's stock back through the fence: void it in the store first (so
-/// its event can never be stored afterwards), then release it in the gate; if the store
-/// says it is stored after all, settle instead.
-pub(crate) async fn release(gate: &dyn IssueGate, store: &dyn IssueStore, event: &IssueEvent) {
-    let key = event.reservation_key();
-    let outcome = match store.void(&event.campaign_id, std::slice::from_ref(&key)).await {
-        Ok(mut outcomes) if outcomes.len() == 1 => outcomes.pop().expect("one outcome"),
-        Ok(_) | Err(_) => {
-            tracing::error!(coupon = %event.coupon_id, "could not void an unacknowledged admission; the reconciler will");
-            return;
-        }
-    };
-    let result = match outcome {
-        VoidOutcome::Voided => gate.release(&event.campaign_id, &key).await.map(|_| ()),
-        VoidOutcome::Stored => gate.settle(&event.campaign_id, &[key]).await.map(|_| ()),
-    };
-    if let Err(e) = result {
-        tracing::error!(error = %e, coupon = %event.coupon_id, "could not release a voided reservation; the reconciler will");
+/// Gives an admission's stock back through the fence ([`crate::fence`]); on failure the
+/// reconciler does it later.
+async fn release(gate: &dyn IssueGate, store: &dyn IssueStore, event: &IssueEvent) {
+    let key = [event.reservation_key()];
+    if let Err(e) = crate::fence::void_then_release(gate, store, &event.campaign_id, &key).await {
+        tracing::error!(error = %e, coupon = %event.coupon_id, "could not void and release an unacknowledged admission; the reconciler will");
     }
 }
 

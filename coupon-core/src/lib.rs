@@ -56,6 +56,7 @@ pub mod batching;
 pub mod cache;
 pub mod domain;
 pub mod error;
+mod fence;
 pub mod gate;
 pub mod issuer;
 pub mod lifecycle;

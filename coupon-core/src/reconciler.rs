@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Campaign, CampaignId, CampaignState, VoidOutcome};
+use crate::domain::{Campaign, CampaignId, CampaignState};
 use crate::error::{Error, ValidationError};
 use crate::gate::{IssueGate, RestoreReport};
 use crate::log::EventLog;
@@ -131,23 +131,11 @@ impl Reconciler {
                 .unwrap_or(entries.len());
             let (expired, young) = entries.split_at(in_flight_from);
 
+            let expired: Vec<_> = expired.iter().map(|e| e.key.clone()).collect();
+            let fenced = crate::fence::void_then_release(&*self.gate, &*self.store, campaign_id, &expired).await?;
+            report.released += fenced.released;
+            report.settled += fenced.settled;
             let mut settle = Vec::new();
-            if !expired.is_empty() {
-                let keys: Vec<_> = expired.iter().map(|e| e.key.clone()).collect();
-                let outcomes = self.store.void(campaign_id, &keys).await?;
-                for (key, outcome) in keys.into_iter().zip(outcomes) {
-                    match outcome {
-                        VoidOutcome::Stored => settle.push(key),
-                        // Voided: its event can no longer be stored, so the stock is free. The
-                        // gate releases exactly this admission, or nothing if it is gone.
-                        VoidOutcome::Voided => {
-                            if self.gate.release(campaign_id, &key).await? {
-                                report.released += 1;
-                            }
-                        }
-                    }
-                }
-            }
             if !young.is_empty() {
                 let keys: Vec<_> = young.iter().map(|e| e.key.clone()).collect();
                 let stored = self.store.stored_keys(campaign_id, &keys).await?;

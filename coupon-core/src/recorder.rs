@@ -355,11 +355,7 @@ impl Recorder {
 
     async fn settle(&self, events: &[IssueEvent]) {
         let Some(gate) = &self.gate else { return };
-        let mut by_campaign: HashMap<CampaignId, Vec<ReservationKey>> = HashMap::new();
-        for e in events {
-            by_campaign.entry(e.campaign_id).or_default().push(e.reservation_key());
-        }
-        for (campaign, keys) in by_campaign {
+        for (campaign, keys) in keys_by_campaign(events) {
             // Best effort: the reconciler finds stored entries and settles them too.
             if let Err(e) = gate.settle(&campaign, &keys).await {
                 tracing::warn!(error = %e, %campaign, "settling the ledger failed; the reconciler will");
@@ -369,11 +365,7 @@ impl Recorder {
 
     /// Voids these events' admissions, retrying until the store answers.
     async fn void(&self, events: &[IssueEvent]) {
-        let mut by_campaign: HashMap<CampaignId, Vec<ReservationKey>> = HashMap::new();
-        for e in events {
-            by_campaign.entry(e.campaign_id).or_default().push(e.reservation_key());
-        }
-        for (campaign, keys) in by_campaign {
+        for (campaign, keys) in keys_by_campaign(events) {
             let mut backoff = Backoff::new(&self.config);
             while let Err(e) = self.store.void(&campaign, &keys).await {
                 tracing::warn!(error = %e, %campaign, "voiding rejected events failed; retrying");
@@ -401,6 +393,15 @@ impl Recorder {
             "record dead-lettered"
         );
     }
+}
+
+/// The events' ledger keys, one list per campaign (gate and store calls are per campaign).
+fn keys_by_campaign(events: &[IssueEvent]) -> HashMap<CampaignId, Vec<ReservationKey>> {
+    let mut by_campaign: HashMap<CampaignId, Vec<ReservationKey>> = HashMap::new();
+    for e in events {
+        by_campaign.entry(e.campaign_id).or_default().push(e.reservation_key());
+    }
+    by_campaign
 }
 
 /// The first record of a schema version this build does not read, described.

@@ -103,16 +103,16 @@ impl RedisGate {
                         ErrorKind::Rejected,
                         format!(
                             "the Redis node {} has maxmemory-policy {policy}, which can evict the gate's keys and so sell stock twice; set `maxmemory-policy noeviction` on every node",
-                            redact(&url)
+                            coupon_core::error::redact_url(&url)
                         ),
                     ));
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(node = %redact(&url), error = %e, "could not read maxmemory-policy; make sure it is noeviction")
+                    tracing::warn!(node = %coupon_core::error::redact_url(&url), error = %e, "could not read maxmemory-policy; make sure it is noeviction")
                 }
                 Err(_) => {
-                    tracing::warn!(node = %redact(&url), "no answer to CONFIG GET maxmemory-policy in time; make sure it is noeviction")
+                    tracing::warn!(node = %coupon_core::error::redact_url(&url), "no answer to CONFIG GET maxmemory-policy in time; make sure it is noeviction")
                 }
             }
         }
@@ -176,8 +176,12 @@ impl RedisGate {
         let keys = self.keys(campaign_id);
         let mut invocation = scripts::ADMIT.call(&keys.all());
         invocation.arg(now.timestamp_millis());
+        // Hyphenated text into a stack buffer: no allocation per admission.
+        let mut id = [0u8; 36];
         for (user, coupon_id) in admissions {
-            invocation.arg(coupon_id.to_string()).arg(user.as_str());
+            invocation
+                .arg(&*coupon_id.as_uuid().hyphenated().encode_lower(&mut id))
+                .arg(user.as_str());
         }
         let mut conn = self.conn.clone();
         let flat: Vec<i64> = self.run("admit", invocation.run(&mut conn)).await?;
@@ -204,14 +208,6 @@ impl RedisGate {
                 other => Err(unexpected_reply("admit", format!("unknown status {other}"))),
             })
             .collect()
-    }
-}
-
-/// `url` without its password.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
-        _ => url.to_owned(),
     }
 }
 

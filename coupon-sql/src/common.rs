@@ -136,6 +136,30 @@ pub(crate) struct LockedCampaign {
     pub issued_count: i64,
 }
 
+impl LockedCampaign {
+    /// The locked rows as campaigns by id; `campaign_from_row` is the dialect's reader.
+    pub fn from_rows<R: sqlx::Row>(
+        rows: &[R],
+        backend: &'static str,
+        operation: &'static str,
+        campaign_from_row: impl Fn(&R) -> Result<Campaign, BackendError>,
+    ) -> Result<HashMap<CampaignId, LockedCampaign>, BackendError>
+    where
+        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        &'static str: sqlx::ColumnIndex<R>,
+    {
+        rows.iter()
+            .map(|row| {
+                let campaign = campaign_from_row(row)?;
+                let issued_count: i64 = row
+                    .try_get("issued_count")
+                    .map_err(|e| backend_error(backend, operation, e))?;
+                Ok((campaign.id, LockedCampaign { campaign, issued_count }))
+            })
+            .collect()
+    }
+}
+
 /// One `record` call, dialect-neutral. Each dialect runs it inside one transaction
 /// that first locks the batch's campaign rows (`SELECT ... FOR UPDATE`, or SQLite's
 /// `BEGIN IMMEDIATE`), so nothing else records into or voids for these campaigns

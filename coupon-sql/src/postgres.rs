@@ -84,15 +84,7 @@ async fn lock_campaigns(
         .fetch_all(conn)
         .await
         .map_err(|e| backend_error(B, operation, e))?;
-    rows.iter()
-        .map(|row| {
-            let campaign = campaign_from_row(row)?;
-            let issued_count: i64 = row
-                .try_get("issued_count")
-                .map_err(|e| backend_error(B, operation, e))?;
-            Ok((campaign.id, LockedCampaign { campaign, issued_count }))
-        })
-        .collect()
+    LockedCampaign::from_rows(&rows, B, operation, campaign_from_row)
 }
 
 /// Which of `ids` the query `sql` (one `uuid[]` parameter) finds.
