@@ -276,8 +276,17 @@ impl IssueGate for BatchingGate {
         self.inner.clock().await
     }
 
-    async fn restore(&self, campaign: &GateCampaign, holders: &[(UserId, u32)]) -> Result<RestoreReport, BackendError> {
-        self.inner.restore(campaign, holders).await
+    async fn restore(
+        &self,
+        campaign: &GateCampaign,
+        holders: &[(UserId, u32)],
+        seq_floor: u64,
+    ) -> Result<RestoreReport, BackendError> {
+        self.inner.restore(campaign, holders, seq_floor).await
+    }
+
+    async fn fence(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
+        self.inner.fence(campaign_id).await
     }
 
     async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
@@ -310,7 +319,11 @@ mod tests {
             go.lock().unwrap().recv().unwrap();
             Ok(requests
                 .iter()
-                .map(|_| Admission::Admitted { nth: 1, remaining: 9 })
+                .map(|_| Admission::Admitted {
+                    nth: 1,
+                    remaining: 9,
+                    seq: 1,
+                })
                 .collect())
         });
         inner.expect_release().times(1).returning(move |_, key| {
@@ -361,7 +374,11 @@ mod tests {
             } else {
                 Ok(requests
                     .iter()
-                    .map(|_| Admission::Admitted { nth: 1, remaining: 0 })
+                    .map(|_| Admission::Admitted {
+                        nth: 1,
+                        remaining: 0,
+                        seq: 1,
+                    })
                     .collect())
             }
         });

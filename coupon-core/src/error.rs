@@ -220,12 +220,13 @@ pub enum Error {
         /// Why, and what to wait for.
         reason: String,
     },
-    /// The gate does not hold a campaign the store says is open and in its window: it
-    /// lost its state (a Redis restart without persistence, a failover, a flush).
-    /// Issuance of that campaign is fenced until an operator sync rebuilds the gate from
-    /// the store ([`crate::CampaignService::sync`]).
+    /// The gate does not hold a campaign the store says is open and in its window (it
+    /// lost its state: a Redis restart without persistence, a flush), or holds it fenced
+    /// because the store proved it went back in time (a restart from an older snapshot, a
+    /// failover to a lagging replica). Issuance of that campaign is fenced until an
+    /// operator sync rebuilds the gate from the store ([`crate::CampaignService::sync`]).
     #[error(
-        "the gate lost open campaign {id}; issuance is fenced until a sync rebuilds it from the store (POST /v1/campaigns/{id}/sync)"
+        "the gate lost state of open campaign {id}; issuance is fenced until a sync rebuilds it from the store (POST /v1/campaigns/{id}/sync)"
     )]
     GateLost {
         /// The campaign.

@@ -25,6 +25,10 @@ pub struct GateCounts {
     pub remaining: u64,
     /// Admissions in the ledger not yet confirmed as stored.
     pub pending: u64,
+    /// The last admission number given ([`Admission::Admitted`]'s `seq`).
+    pub seq: u64,
+    /// Whether the campaign is fenced ([`IssueGate::fence`]) until a sync.
+    pub fenced: bool,
 }
 
 /// What [`IssueGate::restore`] changed.
@@ -38,6 +42,8 @@ pub struct RestoreReport {
     pub stock_taken: u64,
     /// Stock left afterwards.
     pub remaining: u64,
+    /// The campaign was fenced ([`IssueGate::fence`]) and admits again.
+    pub unfenced: bool,
 }
 
 /// Decides admissions atomically: per-user check, stock check, decrement, record
@@ -113,7 +119,23 @@ pub trait IssueGate: Send + Sync + 'static {
     /// `(user, nth)` slot; each one the gate does not hold is marked held, taking one unit
     /// of stock. If the gate does not hold the campaign at all, it is created with stock
     /// `total - slots`. Never returns stock, so it is safe while traffic flows.
-    async fn restore(&self, campaign: &GateCampaign, holders: &[(UserId, u32)]) -> Result<RestoreReport, BackendError>;
+    ///
+    /// Admission numbers continue above `seq_floor` (the highest the store holds), and a
+    /// fenced campaign ([`IssueGate::fence`]) admits again once every holder is restored.
+    async fn restore(
+        &self,
+        campaign: &GateCampaign,
+        holders: &[(UserId, u32)],
+        seq_floor: u64,
+    ) -> Result<RestoreReport, BackendError>;
+
+    /// Fences the campaign: admissions answer [`Admission::Fenced`] until
+    /// [`IssueGate::restore`]. Everything else (release, settle, the ledger) works as
+    /// before, so the reconciler can still finish what was admitted. Called when the store
+    /// proves the gate went back in time ([`crate::Fence::proves_gate_loss`]). A campaign
+    /// the gate does not hold stays unknown (it answers [`Admission::NotOpen`], already
+    /// fenced by the issuer).
+    async fn fence(&self, campaign_id: &CampaignId) -> Result<(), BackendError>;
 
     /// Forgets the campaign (stock, holders, ledger). Afterwards admissions answer
     /// [`Admission::NotOpen`].

@@ -235,17 +235,18 @@ impl Issuer {
                 .into());
             }
         };
-        let nth = match admission {
-            Admission::Admitted { nth, .. } => nth,
+        let (nth, seq) = match admission {
+            Admission::Admitted { nth, seq, .. } => (nth, seq),
             Admission::AlreadyIssued => return Ok(IssueOutcome::AlreadyIssued),
             Admission::SoldOut => return Ok(IssueOutcome::SoldOut),
             // The store says open and in the window (checked above), the gate does not know
             // the campaign: it lost it. Fail closed rather than tell users "not open".
-            Admission::NotOpen => return Err(Error::GateLost { id: *campaign_id }),
+            // Or the store proved the gate went back in time and it was fenced until a sync.
+            Admission::NotOpen | Admission::Fenced => return Err(Error::GateLost { id: *campaign_id }),
             Admission::Closed => return Ok(IssueOutcome::Closed),
         };
 
-        let event = IssueEvent::for_admission(&campaign, coupon_id, user_id.clone(), nth, now);
+        let event = IssueEvent::for_admission(&campaign, coupon_id, user_id.clone(), nth, now).with_admission_seq(seq);
         let coupon = Coupon::from_event(&event);
         match self.config.ack {
             AckMode::AfterLog => {

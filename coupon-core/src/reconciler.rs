@@ -170,18 +170,27 @@ impl Reconciler {
                 ),
             });
         }
-        if self.gate.counts(&campaign.id).await?.is_none()
+        // A gate that lost the campaign, or went back in time (fenced), forgot admissions
+        // whose events may still be in the log; rebuilt before they are stored, it would
+        // sell their stock again.
+        let lost = match self.gate.counts(&campaign.id).await? {
+            None => Some("lost the campaign"),
+            Some(counts) if counts.fenced => Some("went back in time (fenced)"),
+            Some(_) => None,
+        };
+        if let Some(lost) = lost
             && let Some(oldest) = self.horizon().await?
         {
             return Err(Error::SyncRefused {
                 id: campaign.id,
                 reason: format!(
-                    "the gate lost the campaign and the event log still holds events not yet stored (oldest published {oldest}); retry once the consumer has caught up"
+                    "the gate {lost} and the event log still holds events not yet stored (oldest published {oldest}); retry once the consumer has caught up"
                 ),
             });
         }
         let holders = self.store.holders(&campaign.id).await?;
-        let restore = self.gate.restore(&campaign.gate_spec(), &holders).await?;
+        let seq_floor = self.store.highest_admission_seq(&campaign.id).await?;
+        let restore = self.gate.restore(&campaign.gate_spec(), &holders, seq_floor).await?;
         let reconcile = self.reconcile(&campaign.id, now).await?;
         Ok(SyncReport { restore, reconcile })
     }

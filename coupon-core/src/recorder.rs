@@ -312,6 +312,8 @@ impl Recorder {
                     }
                 }
             }
+            self.fence_gate(fenced.iter().map(|(_, e, fence)| (e.campaign_id, *fence)))
+                .await;
             for (record, event, fence) in fenced {
                 // Never retried: the fence's answer is final. The ledger entry is settled,
                 // not released: a voided one is gone already, and for a taken slot or an
@@ -360,6 +362,27 @@ impl Recorder {
             if let Err(e) = gate.settle(&campaign, &keys).await {
                 tracing::warn!(error = %e, %campaign, "settling the ledger failed; the reconciler will");
             }
+        }
+    }
+
+    /// Fences in the gate every campaign for which the store proved the gate went back
+    /// in time ([`Fence::proves_gate_loss`]), retrying until the gate answers: the batch
+    /// is not committed before, so a crash here finds the same proof again.
+    async fn fence_gate(&self, fenced: impl Iterator<Item = (CampaignId, Fence)>) {
+        let Some(gate) = &self.gate else { return };
+        let mut campaigns: Vec<CampaignId> = fenced
+            .filter(|(_, fence)| fence.proves_gate_loss())
+            .map(|(campaign, _)| campaign)
+            .collect();
+        campaigns.sort();
+        campaigns.dedup();
+        for campaign in campaigns {
+            let mut backoff = Backoff::new(&self.config);
+            while let Err(e) = gate.fence(&campaign).await {
+                tracing::warn!(error = %e, %campaign, "fencing the campaign in the gate failed; retrying");
+                backoff.wait().await;
+            }
+            tracing::error!(%campaign, "the store proved the gate went back in time: the campaign is fenced in the gate (503 gate_fenced) until a sync rebuilds it from the store");
         }
     }
 

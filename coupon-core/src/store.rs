@@ -15,7 +15,9 @@ use crate::error::BackendError;
 /// - a per-campaign issued count, updated in the same transaction as each batch,
 ///   refuses coupons beyond the stock (I1), whatever the gate did;
 /// - a voided admission ([`IssueStore::void`]) can never be stored afterwards, so stock
-///   the gate gave back cannot be sold twice, however late the event arrives.
+///   the gate gave back cannot be sold twice, however late the event arrives;
+/// - an admission number ([`IssueEvent::admission_seq`]) is stored at most once per
+///   campaign: a second coupon with the same number proves the gate went back in time.
 ///
 /// Implementations: [`crate::memory::MemoryStore`] here; PostgreSQL, MySQL/MariaDB
 /// and SQLite in `coupon-sql`.
@@ -43,7 +45,8 @@ pub trait IssueStore: Send + Sync + 'static {
     /// events changes nothing (they come back [`RecordOutcome::Duplicate`], matched by
     /// coupon id); invalid events are [`RecordOutcome::Rejected`] and write nothing;
     /// events refused by a fence are [`RecordOutcome::Fenced`] (voided, slot taken by
-    /// another coupon, or beyond the stock) and write nothing; the rest are stored.
+    /// another coupon, admission number taken by another coupon, or beyond the stock)
+    /// and write nothing; the rest are stored.
     async fn record(&self, events: &[IssueEvent]) -> Result<Vec<RecordOutcome>, BackendError>;
 
     /// Voids admissions that are not stored, atomically with respect to
@@ -70,6 +73,11 @@ pub trait IssueStore: Send + Sync + 'static {
 
     /// Every stored `(user, nth)` slot of the campaign, ordered by user then `nth`.
     async fn holders(&self, campaign_id: &CampaignId) -> Result<Vec<(UserId, u32)>, BackendError>;
+
+    /// The highest admission number ([`IssueEvent::admission_seq`]) among the campaign's
+    /// stored coupons, `0` if none carries one. A gate restored from the store continues
+    /// above it.
+    async fn highest_admission_seq(&self, campaign_id: &CampaignId) -> Result<u64, BackendError>;
 
     /// Admissions of the campaign voided so far.
     async fn voided_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError>;

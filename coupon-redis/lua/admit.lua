@@ -5,8 +5,11 @@
 -- A user's holding is a string with one character per nth, '1' held and '0' free; an
 -- admission takes the lowest free nth. The ledger member is "coupon_id:nth:user" (the
 -- admission's own identity), scored with this server's clock in microseconds.
--- Returns a flat array, three integers per admission: status, nth, remaining
---   status 0 admitted, 1 already issued, 2 sold out, 3 not open, 4 closed (window over)
+-- Each admission takes the campaign's next number (meta field `seq`), carried in its event:
+-- the store refuses a number twice, which is how a gate gone back in time is found.
+-- Returns a flat array, four integers per admission: status, nth, remaining, seq
+--   status 0 admitted, 1 already issued, 2 sold out, 3 not open, 4 closed (window over),
+--   5 fenced (the campaign waits for a sync: meta field `fenced`)
 local n = (#ARGV - 1) / 2
 local out = {}
 local function all(status)
@@ -14,10 +17,11 @@ local function all(status)
     out[#out + 1] = status
     out[#out + 1] = 0
     out[#out + 1] = 0
+    out[#out + 1] = 0
   end
   return out
 end
-local meta = redis.call('HMGET', KEYS[1], 'stock', 'limit', 'start', 'end')
+local meta = redis.call('HMGET', KEYS[1], 'stock', 'limit', 'start', 'end', 'seq', 'fenced')
 if not meta[1] then
   return all(3)
 end
@@ -28,7 +32,11 @@ end
 if now >= tonumber(meta[4]) then
   return all(4)
 end
+if meta[6] then
+  return all(5)
+end
 local stock = tonumber(meta[1])
+local seq = tonumber(meta[5] or '0')
 local limit = tonumber(meta[2])
 local time = redis.call('TIME')
 local at = tonumber(time[1]) * 1000000 + tonumber(time[2])
@@ -76,16 +84,20 @@ for i = 2, #ARGV, 2 do
   if nth > 0 then
     stock = stock - 1
     taken = taken + 1
+    seq = seq + 1
     redis.call('ZADD', KEYS[3], at, coupon .. ':' .. nth .. ':' .. user)
     out[#out + 1] = 0
     out[#out + 1] = nth
     out[#out + 1] = stock
+    out[#out + 1] = seq
   else
+    out[#out + 1] = 0
     out[#out + 1] = 0
     out[#out + 1] = 0
   end
 end
 if taken > 0 then
   redis.call('HINCRBY', KEYS[1], 'stock', -taken)
+  redis.call('HSET', KEYS[1], 'seq', seq)
 end
 return out

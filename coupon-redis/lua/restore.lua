@@ -3,10 +3,12 @@
 -- whatever holdings or ledger survived the loss of `meta` are dropped first, so stock is
 -- rebuilt from the store's slots alone (a surviving holding would otherwise block its
 -- unit from being taken, and stock would come back near the total: F5).
+-- Admission numbers continue above seq_floor (the store's highest). The last chunk of a
+-- restore (`last` = 1) lifts a fence: only once every stored slot is known again.
 -- KEYS: meta, holds, ledger
--- ARGV: total, per_user_limit, starts_at_ms, ends_at_ms, expire_at_ms, then pairs user, nth
---   (every stored slot)
--- Returns {created, users_restored, stock_taken, remaining}
+-- ARGV: total, per_user_limit, starts_at_ms, ends_at_ms, expire_at_ms, seq_floor, last,
+--   then pairs user, nth (every stored slot)
+-- Returns {created, users_restored, stock_taken, remaining, unfenced}
 local created = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local time = redis.call('TIME')
@@ -26,7 +28,7 @@ end
 local stock = tonumber(redis.call('HGET', KEYS[1], 'stock'))
 local restored, taken = 0, 0
 local users = {}
-for i = 6, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local user = ARGV[i]
   local nth = tonumber(ARGV[i + 1])
   local held = redis.call('HGET', KEYS[2], user) or ''
@@ -47,4 +49,11 @@ for i = 6, #ARGV, 2 do
   end
 end
 redis.call('HSET', KEYS[1], 'stock', stock)
-return {created, restored, taken, stock}
+if tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') < tonumber(ARGV[6]) then
+  redis.call('HSET', KEYS[1], 'seq', ARGV[6])
+end
+local unfenced = 0
+if ARGV[7] == '1' then
+  unfenced = redis.call('HDEL', KEYS[1], 'fenced')
+end
+return {created, restored, taken, stock, unfenced}

@@ -185,7 +185,7 @@ impl RedisGate {
         }
         let mut conn = self.conn.clone();
         let flat: Vec<i64> = self.run("admit", invocation.run(&mut conn)).await?;
-        if flat.len() != admissions.len() * 3 {
+        if flat.len() != admissions.len() * 4 {
             return Err(unexpected_reply(
                 "admit",
                 format!(
@@ -195,16 +195,18 @@ impl RedisGate {
                 ),
             ));
         }
-        flat.chunks_exact(3)
+        flat.chunks_exact(4)
             .map(|c| match c[0] {
                 0 => Ok(Admission::Admitted {
                     nth: u32::try_from(c[1]).map_err(|_| unexpected_reply("admit", "nth out of range"))?,
                     remaining: u64::try_from(c[2]).map_err(|_| unexpected_reply("admit", "negative stock"))?,
+                    seq: u64::try_from(c[3]).map_err(|_| unexpected_reply("admit", "negative admission number"))?,
                 }),
                 1 => Ok(Admission::AlreadyIssued),
                 2 => Ok(Admission::SoldOut),
                 3 => Ok(Admission::NotOpen),
                 4 => Ok(Admission::Closed),
+                5 => Ok(Admission::Fenced),
                 other => Err(unexpected_reply("admit", format!("unknown status {other}"))),
             })
             .collect()
@@ -330,11 +332,13 @@ impl IssueGate for RedisGate {
     async fn counts(&self, campaign_id: &CampaignId) -> Result<Option<GateCounts>, BackendError> {
         let keys = self.keys(campaign_id);
         let mut conn = self.conn.clone();
-        let (stock, ledger_len): (Option<u64>, u64) = self
+        let ((stock, seq, fenced), ledger_len): ((Option<u64>, Option<u64>, Option<String>), u64) = self
             .run(
                 "counts",
                 redis::pipe()
-                    .hget(&keys.meta, "stock")
+                    .cmd("HMGET")
+                    .arg(&keys.meta)
+                    .arg(&["stock", "seq", "fenced"])
                     .zcard(&keys.ledger)
                     .query_async(&mut conn),
             )
@@ -343,6 +347,8 @@ impl IssueGate for RedisGate {
             remaining,
             // Minus the sentinel.
             pending: ledger_len.saturating_sub(1),
+            seq: seq.unwrap_or(0),
+            fenced: fenced.is_some(),
         }))
     }
 
@@ -360,7 +366,12 @@ impl IssueGate for RedisGate {
             .ok_or_else(|| unexpected_reply("clock", format!("TIME answered {secs} s {micros} us")))
     }
 
-    async fn restore(&self, campaign: &GateCampaign, holders: &[(UserId, u32)]) -> Result<RestoreReport, BackendError> {
+    async fn restore(
+        &self,
+        campaign: &GateCampaign,
+        holders: &[(UserId, u32)],
+        seq_floor: u64,
+    ) -> Result<RestoreReport, BackendError> {
         let keys = self.keys(&campaign.id);
         let mut report = RestoreReport::default();
         let chunk = self.config.restore_chunk.max(1);
@@ -369,6 +380,7 @@ impl IssueGate for RedisGate {
         } else {
             holders.chunks(chunk).collect()
         };
+        let last = chunks.len() - 1;
         for (i, part) in chunks.into_iter().enumerate() {
             let mut invocation = scripts::RESTORE.call(&keys.all());
             invocation
@@ -376,13 +388,16 @@ impl IssueGate for RedisGate {
                 .arg(campaign.per_user_limit)
                 .arg(campaign.issue_starts_at.timestamp_millis())
                 .arg(campaign.issue_ends_at.timestamp_millis())
-                .arg(self.expire_at_ms(campaign));
+                .arg(self.expire_at_ms(campaign))
+                .arg(seq_floor)
+                .arg(u8::from(i == last));
             for (user, nth) in part {
                 invocation.arg(user.as_str()).arg(*nth);
             }
             let mut conn = self.conn.clone();
-            let (created, restored, taken, remaining): (i64, u64, u64, u64) =
+            let (created, restored, taken, remaining, unfenced): (i64, u64, u64, u64, i64) =
                 self.run("restore", invocation.run(&mut conn)).await?;
+            report.unfenced = unfenced == 1;
             if i == 0 {
                 report.created = created == 1;
             }
@@ -391,6 +406,15 @@ impl IssueGate for RedisGate {
             report.remaining = remaining;
         }
         Ok(report)
+    }
+
+    async fn fence(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
+        let keys = self.keys(campaign_id);
+        let mut conn = self.conn.clone();
+        let _held: i64 = self
+            .run("fence", scripts::FENCE.call(&[&keys.meta]).run(&mut conn))
+            .await?;
+        Ok(())
     }
 
     async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {

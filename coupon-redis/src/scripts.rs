@@ -79,3 +79,5 @@ pub static ADMIT: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(include_
 pub static RELEASE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(include_str!("../lua/release.lua")));
 /// `lua/restore.lua`.
 pub static RESTORE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(include_str!("../lua/restore.lua")));
+/// `lua/fence.lua`.
+pub static FENCE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(include_str!("../lua/fence.lua")));

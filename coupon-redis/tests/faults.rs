@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::OwnRedis;
-use coupon_core::{Admission, Campaign, CampaignState, ErrorKind, IssueGate, NewCampaign, UserId};
+use coupon_core::memory::MemoryStore;
+use coupon_core::{
+    Admission, BatchConfig, BatchingGate, Campaign, CampaignState, CouponId, ErrorKind, Fence, IssueEvent, IssueGate,
+    IssueStore, NewCampaign, RecordOutcome, UserId,
+};
 use coupon_redis::{RedisGate, RedisGateConfig};
 use redis::AsyncCommands;
 
@@ -358,11 +362,217 @@ async fn f5_restore_after_losing_meta_rebuilds_stock_from_the_store_only() {
     let _: u64 = conn.del(gate.keys(&c.id).meta).await.unwrap();
     // The store holds users 0, 1 and 2; users 3 and 4 were never stored.
     let stored: Vec<_> = (0..3).map(|i| (user(i), 1)).collect();
-    let report = gate.restore(&c.gate_spec(), &stored).await.unwrap();
+    let report = gate.restore(&c.gate_spec(), &stored, 0).await.unwrap();
     assert!(report.created);
     assert_eq!((report.stock_taken, report.remaining), (3, 7), "{report:?}");
     let counts = gate.counts(&c.id).await.unwrap().unwrap();
     assert_eq!((counts.remaining, counts.pending), (7, 0));
     assert!(gate.holding(&c.id, &user(3)).await.unwrap().is_empty());
     assert_eq!(gate.holding(&c.id, &user(0)).await.unwrap(), vec![1]);
+}
+
+/// F4: Redis restarted from an older snapshot (what a failover to a lagging replica also
+/// does) has gone back in time: it hands out admission numbers it already gave. The
+/// store refuses the first reused number (`sequence_reused`), the campaign is fenced in
+/// the gate until a sync, and the sync numbers on above the store's highest. On 2f412b2
+/// the old gate re-sold the lost window's stock and nothing noticed.
+#[tokio::test]
+async fn f4_a_gate_restarted_from_an_older_snapshot_is_found_and_fenced() {
+    let Some(mut redis) = OwnRedis::start(false).await else {
+        return;
+    };
+    let gate = RedisGate::connect(config(&redis.url())).await.unwrap();
+    let store = MemoryStore::new();
+    let c = open_campaign(10);
+    store.create_campaign(&c).await.unwrap();
+    gate.open(&c.gate_spec()).await.unwrap();
+    // Admit and store user i's coupon, as the issuer and the recorder would.
+    let issue = |i: usize| {
+        let (gate, store, c) = (&gate, &store, &c);
+        async move {
+            let coupon_id = CouponId::new();
+            let admission = gate.admit(&c.id, &user(i), &coupon_id, Utc::now()).await.unwrap();
+            let Admission::Admitted { nth, seq, .. } = admission else {
+                return (admission, None);
+            };
+            let event = IssueEvent::for_admission(c, coupon_id, user(i), nth, Utc::now()).with_admission_seq(seq);
+            let outcome = store.record(std::slice::from_ref(&event)).await.unwrap().remove(0);
+            gate.settle(&c.id, &[event.reservation_key()]).await.unwrap();
+            (admission, Some(outcome))
+        }
+    };
+    for i in 0..3 {
+        assert_eq!(issue(i).await.1, Some(RecordOutcome::Stored));
+    }
+    let snapshot = redis.snapshot().await;
+    for i in 3..6 {
+        assert_eq!(issue(i).await.1, Some(RecordOutcome::Stored));
+    }
+    redis.kill_and_restore(&snapshot).await;
+    let counts = wait_for_counts(&gate, &c).await;
+    assert_eq!(
+        (counts.seq, counts.remaining),
+        (3, 7),
+        "the gate is back at the snapshot"
+    );
+
+    // The first admission after the restart takes number 4 again: the store refuses it.
+    let (admission, outcome) = issue(6).await;
+    assert!(matches!(admission, Admission::Admitted { seq: 4, .. }), "{admission:?}");
+    assert_eq!(
+        outcome,
+        Some(RecordOutcome::Fenced {
+            fence: Fence::SequenceReused
+        })
+    );
+    assert!(Fence::SequenceReused.proves_gate_loss());
+    // What the recorder does on that proof: fence the campaign until a sync.
+    gate.fence(&c.id).await.unwrap();
+    assert_eq!(issue(7).await, (Admission::Fenced, None));
+
+    // The sync: every stored slot back, numbering on above the store's highest.
+    let holders = store.holders(&c.id).await.unwrap();
+    let floor = store.highest_admission_seq(&c.id).await.unwrap();
+    assert_eq!((holders.len(), floor), (6, 6));
+    let report = gate.restore(&c.gate_spec(), &holders, floor).await.unwrap();
+    assert!(report.unfenced, "{report:?}");
+    // Users 3, 4, 5 came back; user 6's unit stays spent (its admission was not stored).
+    assert_eq!((report.stock_taken, report.remaining), (3, 3), "{report:?}");
+    assert_eq!(
+        issue(4).await.0,
+        Admission::AlreadyIssued,
+        "a stored holder is known again"
+    );
+    let (admission, outcome) = issue(8).await;
+    assert!(matches!(admission, Admission::Admitted { seq: 7, .. }), "{admission:?}");
+    assert_eq!(outcome, Some(RecordOutcome::Stored));
+    assert!(store.issued_count(&c.id).await.unwrap() <= c.total_quantity, "I1");
+}
+
+/// The gate's counts once the restarted server has loaded its data and answers.
+async fn wait_for_counts(gate: &RedisGate, c: &Campaign) -> coupon_core::GateCounts {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match gate.counts(&c.id).await {
+            Ok(Some(counts)) => return counts,
+            other => assert!(
+                Instant::now() < deadline,
+                "the restarted server never answered: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// F8, on a real Redis: callers that leave while Redis holds their batch (a pause longer
+/// than their patience: an HTTP timeout, a client that hung up) hold no stock afterwards,
+/// at once, not after the reconciler's grace: queued ones are never sent, and admissions
+/// answered after their caller left are released by the batcher. A caller that waited
+/// keeps its admission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn f8_callers_that_left_mid_batch_hold_no_stock() {
+    let Some(redis) = OwnRedis::start(false).await else {
+        return;
+    };
+    let gate = RedisGate::connect(config(&redis.url()).with_response_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    let batched = Arc::new(BatchingGate::new(
+        Arc::new(gate.clone()),
+        BatchConfig::default().with_max_batch(2).with_max_in_flight(1),
+    ));
+    let c = open_campaign(10);
+    gate.open(&c.gate_spec()).await.unwrap();
+    let mut admin = redis.admin().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1_500)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let admit = |i: usize| {
+        let (batched, id) = (batched.clone(), c.id);
+        async move { batched.admit(&id, &user(i), &CouponId::new(), Utc::now()).await }
+    };
+    let patient = tokio::spawn(admit(0));
+    let impatient: Vec<_> = (1..7)
+        .map(|i| tokio::spawn(tokio::time::timeout(Duration::from_millis(200), admit(i))))
+        .collect();
+    for caller in impatient {
+        assert!(
+            caller.await.unwrap().is_err(),
+            "the caller gave up before the pause ended"
+        );
+    }
+    assert!(matches!(patient.await.unwrap().unwrap(), Admission::Admitted { .. }));
+    // Bounded: the batcher releases as soon as Redis answers, well within the pause's end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let counts = loop {
+        let counts = gate.counts(&c.id).await.unwrap().unwrap();
+        if (counts.remaining, counts.pending) == (9, 1) {
+            break counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "callers that left still hold stock: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for i in 1..7 {
+        assert!(gate.holding(&c.id, &user(i)).await.unwrap().is_empty(), "user {i}");
+    }
+    assert_eq!(gate.holding(&c.id, &user(0)).await.unwrap(), vec![1]);
+    println!(
+        "f8: {} admissions made for 7 callers ({} never sent)",
+        counts.seq,
+        7 - counts.seq
+    );
+}
+
+/// F9, on a real Redis: a batch spanning two campaigns where one campaign's script call
+/// fails (its keys are broken: WRONGTYPE) answers the error to that campaign's requests
+/// only; the other campaign's requests are admitted and told so (v1 failed the whole
+/// batch, leaving the other campaign's admissions unanswered but held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn f9_a_failing_campaign_in_a_mixed_batch_fails_only_its_own_requests() {
+    let Some(redis) = OwnRedis::start(false).await else {
+        return;
+    };
+    let gate = RedisGate::connect(config(&redis.url())).await.unwrap();
+    // One batch of exactly four: it waits (up to a minute) until all four have queued.
+    let batched = Arc::new(BatchingGate::new(
+        Arc::new(gate.clone()),
+        BatchConfig::default()
+            .with_max_batch(4)
+            .with_max_wait(Duration::from_secs(60)),
+    ));
+    let (good, broken) = (open_campaign(10), open_campaign(10));
+    gate.open(&good.gate_spec()).await.unwrap();
+    gate.open(&broken.gate_spec()).await.unwrap();
+    let mut conn = gate.connection();
+    let meta = gate.keys(&broken.id).meta;
+    let _: () = conn.del(&meta).await.unwrap();
+    let _: () = conn.set(&meta, "not a hash").await.unwrap();
+    let calls: Vec<_> = [(good.id, 0), (broken.id, 1), (good.id, 2), (broken.id, 3)]
+        .into_iter()
+        .map(|(id, i)| {
+            let batched = batched.clone();
+            tokio::spawn(async move { batched.admit(&id, &user(i), &CouponId::new(), Utc::now()).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap());
+    }
+    for (i, answer) in answers.iter().enumerate() {
+        if i % 2 == 0 {
+            assert!(matches!(answer, Ok(Admission::Admitted { .. })), "user {i}: {answer:?}");
+        } else {
+            let e = answer.as_ref().unwrap_err();
+            assert!(e.to_string().contains("admit"), "user {i}: {e}");
+        }
+    }
+    let counts = gate.counts(&good.id).await.unwrap().unwrap();
+    assert_eq!((counts.remaining, counts.pending, counts.seq), (8, 2, 2));
 }

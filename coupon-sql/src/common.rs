@@ -166,7 +166,9 @@ impl LockedCampaign {
 /// until it commits:
 ///
 /// 1. [`BatchPlan::new`] with the locked campaigns: rejections ([`check_event`]);
-/// 2. [`BatchPlan::apply_voids`] with the voided ids among [`BatchPlan::undecided_ids`];
+/// 2. [`BatchPlan::apply_voids`] with the voided ids among [`BatchPlan::undecided_ids`],
+///    then [`BatchPlan::apply_seqs`] with the stored coupons that carry one of
+///    [`BatchPlan::undecided_seqs`];
 /// 3. insert [`BatchPlan::choose_inserts`] with conflict-ignore, learning which ids were new;
 /// 4. if [`BatchPlan::ids_to_check`] is not empty, read which of those ids are stored;
 /// 5. [`BatchPlan::settle`]: the outcomes, the inserted rows to delete again (beyond
@@ -174,8 +176,11 @@ impl LockedCampaign {
 ///
 /// The outcomes are exactly those of applying the events one by one in batch order
 /// (as `coupon_core::memory::MemoryStore` does): rejected; voided; the same coupon id
-/// already stored (before or earlier in the batch) is a duplicate; a slot held by
-/// another coupon is taken; beyond the stock is exhausted; else stored.
+/// already stored (before or earlier in the batch) is a duplicate; an admission number
+/// another coupon carries is reused; a slot held by another coupon is taken; beyond the
+/// stock is exhausted; else stored. (One difference: of two events in one batch with the
+/// same admission number, the second is refused as reused even if the first was not
+/// stored; the memory store would try it. Only a gate gone back in time numbers alike.)
 pub(crate) struct BatchPlan<'a> {
     events: &'a [IssueEvent],
     /// Outcomes known before inserting: rejections and voids.
@@ -184,6 +189,9 @@ pub(crate) struct BatchPlan<'a> {
     room: HashMap<CampaignId, i64>,
     /// Indices of the events handed to the insert.
     attempted: Vec<usize>,
+    /// Indices of the events held back from the insert because an earlier one in the
+    /// batch carries their admission number.
+    seq_held_back: HashSet<usize>,
 }
 
 /// What a settled batch comes to.
@@ -227,6 +235,7 @@ impl<'a> BatchPlan<'a> {
             outcomes,
             room,
             attempted: Vec::new(),
+            seq_held_back: HashSet::new(),
         }
     }
 
@@ -251,19 +260,61 @@ impl<'a> BatchPlan<'a> {
         }
     }
 
-    /// The events to insert: of the undecided ones, the first of each coupon id and of
-    /// each `(campaign, user, nth)` slot, in batch order. Their coupon ids are distinct.
+    /// Per campaign, the admission numbers of the undecided events (to look up among the
+    /// stored coupons).
+    pub fn undecided_seqs(&self) -> Vec<(CampaignId, Vec<i64>)> {
+        let mut by_campaign: HashMap<CampaignId, Vec<i64>> = HashMap::new();
+        for (_, e) in self.undecided() {
+            if let Some(seq) = seq_of(e) {
+                by_campaign.entry(e.campaign_id).or_default().push(seq);
+            }
+        }
+        let mut out: Vec<(CampaignId, Vec<i64>)> = by_campaign.into_iter().collect();
+        out.sort_by_key(|(id, _)| *id);
+        out
+    }
+
+    /// Fences the undecided events whose admission number a stored coupon with another
+    /// id carries (`stored`: `(campaign, number)` to coupon id).
+    pub fn apply_seqs(&mut self, stored: &HashMap<(CampaignId, i64), Uuid>) {
+        for (i, e) in self.events.iter().enumerate() {
+            if self.outcomes[i].is_none()
+                && let Some(seq) = seq_of(e)
+                && stored
+                    .get(&(e.campaign_id, seq))
+                    .is_some_and(|id| id != e.coupon_id.as_uuid())
+            {
+                self.outcomes[i] = Some(RecordOutcome::Fenced {
+                    fence: Fence::SequenceReused,
+                });
+            }
+        }
+    }
+
+    /// The events to insert: of the undecided ones, the first of each coupon id, of
+    /// each `(campaign, user, nth)` slot and of each admission number, in batch order.
+    /// Their coupon ids are distinct.
     pub fn choose_inserts(&mut self) -> Vec<&'a IssueEvent> {
         let mut ids = HashSet::new();
         let mut slots = HashSet::new();
+        let mut seqs = HashSet::new();
         let mut attempted = Vec::new();
+        let mut seq_held_back = HashSet::new();
         for (i, e) in self.undecided() {
-            if !ids.contains(&e.coupon_id) && !slots.contains(&slot(e)) {
-                ids.insert(e.coupon_id);
-                slots.insert(slot(e));
-                attempted.push(i);
+            if ids.contains(&e.coupon_id) || slots.contains(&slot(e)) {
+                continue;
             }
+            if let Some(seq) = seq_of(e)
+                && !seqs.insert((e.campaign_id, seq))
+            {
+                seq_held_back.insert(i);
+                continue;
+            }
+            ids.insert(e.coupon_id);
+            slots.insert(slot(e));
+            attempted.push(i);
         }
+        self.seq_held_back = seq_held_back;
         self.attempted = attempted;
         self.attempted.iter().map(|&i| &self.events[i]).collect()
     }
@@ -304,6 +355,9 @@ impl<'a> BatchPlan<'a> {
                 known
             } else if stored_before.contains(id) || stored_ids.contains(id) {
                 RecordOutcome::Duplicate
+            } else if self.seq_held_back.contains(&i) {
+                // An earlier event of the batch carries its admission number.
+                fenced(Fence::SequenceReused)
             } else if taken_before.contains(&slot(e)) || stored_slots.contains(&slot(e)) {
                 fenced(Fence::SlotTaken)
             } else if room.get(&e.campaign_id).is_none_or(|r| *r <= 0) {
@@ -332,6 +386,11 @@ impl<'a> BatchPlan<'a> {
             added,
         }
     }
+}
+
+/// The event's admission number as the database stores it.
+pub(crate) fn seq_of(e: &IssueEvent) -> Option<i64> {
+    e.admission_seq.map(|s| i64::try_from(s).unwrap_or(i64::MAX))
 }
 
 fn distinct(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::common::{
     BatchPlan, CampaignColumns, CouponColumns, LockedCampaign, amount, backend_error, campaign_ids, check_campaign,
-    count, explain_refusal, key_ids, void_outcomes,
+    count, explain_refusal, key_ids, seq_of, void_outcomes,
 };
 use crate::config::StoreConfig;
 
@@ -103,6 +103,26 @@ async fn present(
         .await
         .map_err(|e| backend_error(B, operation, e))?;
     Ok(found.into_iter().collect())
+}
+
+/// The stored coupons of each campaign that carry one of the admission numbers.
+async fn seqs_taken(
+    conn: &mut PgConnection,
+    seqs: &[(CampaignId, Vec<i64>)],
+) -> Result<HashMap<(CampaignId, i64), Uuid>, BackendError> {
+    let mut taken = HashMap::new();
+    for (campaign_id, numbers) in seqs {
+        let rows: Vec<(i64, Uuid)> = sqlx::query_as(
+            "SELECT admission_seq, id FROM coupon_coupons WHERE campaign_id = $1 AND admission_seq = ANY($2)",
+        )
+        .bind(campaign_id.as_uuid())
+        .bind(numbers)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| backend_error(B, "record", e))?;
+        taken.extend(rows.into_iter().map(|(seq, id)| ((*campaign_id, seq), id)));
+    }
+    Ok(taken)
 }
 
 const VOIDED_AMONG: &str = "SELECT coupon_id FROM coupon_voids WHERE coupon_id = ANY($1)";
@@ -251,10 +271,12 @@ impl IssueStore for PgStore {
         let mut plan = BatchPlan::new(events, &campaigns);
         let voided = present(&mut tx, VOIDED_AMONG, &plan.undecided_ids(), "record").await?;
         plan.apply_voids(&voided);
+        plan.apply_seqs(&seqs_taken(&mut tx, &plan.undecided_seqs()).await?);
         let to_insert = plan.choose_inserts();
         let mut inserted = HashSet::new();
         if !to_insert.is_empty() {
             let n = to_insert.len();
+            let mut seqs: Vec<Option<i64>> = Vec::with_capacity(n);
             let (mut ids, mut campaign_ids, mut users, mut nths, mut event_ids, mut issued, mut valid) = (
                 Vec::with_capacity(n),
                 Vec::with_capacity(n),
@@ -272,10 +294,11 @@ impl IssueStore for PgStore {
                 event_ids.push(*e.event_id.as_uuid());
                 issued.push(e.issued_at);
                 valid.push(e.valid_until);
+                seqs.push(seq_of(e));
             }
             let rows: Vec<Uuid> = sqlx::query_scalar(
-                "INSERT INTO coupon_coupons (id, campaign_id, user_id, nth, event_id, issued_at, valid_until) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::uuid[], $6::timestamptz[], $7::timestamptz[]) \
+                "INSERT INTO coupon_coupons (id, campaign_id, user_id, nth, event_id, issued_at, valid_until, admission_seq) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::uuid[], $6::timestamptz[], $7::timestamptz[], $8::int8[]) \
                  ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(ids)
@@ -285,6 +308,7 @@ impl IssueStore for PgStore {
             .bind(event_ids)
             .bind(issued)
             .bind(valid)
+            .bind(seqs)
             .fetch_all(&mut *tx)
             .await
             .map_err(err)?;
@@ -422,6 +446,16 @@ impl IssueStore for PgStore {
             .await
             .map_err(|e| backend_error(B, "holders", e))?;
         crate::common::holders_from_rows(B, rows)
+    }
+
+    async fn highest_admission_seq(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {
+        let highest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(admission_seq) FROM coupon_coupons WHERE campaign_id = $1")
+                .bind(campaign_id.as_uuid())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| backend_error(B, "highest_admission_seq", e))?;
+        Ok(highest.and_then(|h| u64::try_from(h).ok()).unwrap_or(0))
     }
 
     async fn voided_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {

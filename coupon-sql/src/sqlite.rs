@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::common::{
     BatchPlan, CampaignColumns, CouponColumns, LockedCampaign, amount, backend_error, campaign_ids, check_campaign,
-    corrupt, count, explain_refusal, key_ids, void_outcomes,
+    corrupt, count, explain_refusal, key_ids, seq_of, void_outcomes,
 };
 use crate::config::{StoreConfig, connect_error};
 
@@ -182,6 +182,33 @@ async fn present(
     Ok(found)
 }
 
+/// The stored coupons of each campaign that carry one of the admission numbers.
+async fn seqs_taken(
+    conn: &mut SqliteConnection,
+    seqs: &[(CampaignId, Vec<i64>)],
+) -> Result<HashMap<(CampaignId, i64), Uuid>, BackendError> {
+    let mut taken = HashMap::new();
+    for (campaign_id, numbers) in seqs {
+        for chunk in numbers.chunks(INSERT_CHUNK) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT admission_seq, id FROM coupon_coupons WHERE campaign_id = ");
+            q.push_bind(*campaign_id.as_uuid()).push(" AND admission_seq IN (");
+            let mut list = q.separated(", ");
+            for seq in chunk {
+                list.push_bind(*seq);
+            }
+            list.push_unseparated(")");
+            let rows: Vec<(i64, Uuid)> = q
+                .build_query_as()
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(|e| backend_error(B, "record", e))?;
+            taken.extend(rows.into_iter().map(|(seq, id)| ((*campaign_id, seq), id)));
+        }
+    }
+    Ok(taken)
+}
+
 const VOIDED_AMONG: &str = "SELECT coupon_id FROM coupon_voids WHERE coupon_id IN (";
 const STORED_AMONG: &str = "SELECT id FROM coupon_coupons WHERE id IN (";
 
@@ -325,11 +352,12 @@ impl IssueStore for SqliteStore {
         let mut plan = BatchPlan::new(events, &campaigns);
         let voided = present(&mut tx, VOIDED_AMONG, &plan.undecided_ids(), "record").await?;
         plan.apply_voids(&voided);
+        plan.apply_seqs(&seqs_taken(&mut tx, &plan.undecided_seqs()).await?);
         let to_insert = plan.choose_inserts();
         let mut inserted = HashSet::new();
         for chunk in to_insert.chunks(INSERT_CHUNK) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO coupon_coupons (id, campaign_id, user_id, nth, event_id, issued_at, valid_until) ",
+                "INSERT INTO coupon_coupons (id, campaign_id, user_id, nth, event_id, issued_at, valid_until, admission_seq) ",
             );
             q.push_values(chunk, |mut row, e| {
                 row.push_bind(*e.coupon_id.as_uuid())
@@ -338,7 +366,8 @@ impl IssueStore for SqliteStore {
                     .push_bind(e.nth as i32)
                     .push_bind(*e.event_id.as_uuid())
                     .push_bind(micros(e.issued_at))
-                    .push_bind(micros(e.valid_until));
+                    .push_bind(micros(e.valid_until))
+                    .push_bind(seq_of(e));
             });
             q.push(" ON CONFLICT DO NOTHING RETURNING id");
             let ids: Vec<Uuid> = q.build_query_scalar().fetch_all(&mut *tx).await.map_err(err)?;
@@ -467,6 +496,16 @@ impl IssueStore for SqliteStore {
             .await
             .map_err(|e| backend_error(B, "holders", e))?;
         crate::common::holders_from_rows(B, rows)
+    }
+
+    async fn highest_admission_seq(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {
+        let highest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(admission_seq) FROM coupon_coupons WHERE campaign_id = ?")
+                .bind(campaign_id.as_uuid())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| backend_error(B, "highest_admission_seq", e))?;
+        Ok(highest.and_then(|h| u64::try_from(h).ok()).unwrap_or(0))
     }
 
     async fn voided_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {

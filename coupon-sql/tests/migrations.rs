@@ -42,7 +42,7 @@ impl Legacy {
     const BACKFILLED: [i64; 3] = [3, 1, 0];
 
     /// Works with the store on the migrated data, panicking on any difference.
-    /// Afterwards campaign a has 4 coupons.
+    /// Afterwards campaign a has 4 coupons and c has 1.
     async fn check_store(&self, store: &dyn IssueStore) {
         let (a, b) = (&self.a, &self.b);
         assert_eq!(store.issued_count(&a.id).await.unwrap(), 3);
@@ -93,6 +93,20 @@ impl Legacy {
         );
         let closed = store.set_campaign_state(&b.id, CampaignState::Closed).await.unwrap();
         assert_eq!(closed.unwrap().state, CampaignState::Closed);
+        // Coupons from before carry no admission number; new ones are numbered once.
+        assert_eq!(store.highest_admission_seq(&a.id).await.unwrap(), 0);
+        let c = &self.c;
+        let numbered = |u| event(c, &user(&c.id, u), 1, t).with_admission_seq(1);
+        assert_eq!(
+            store.record(&[numbered(0), numbered(1)]).await.unwrap(),
+            vec![
+                RecordOutcome::Stored,
+                RecordOutcome::Fenced {
+                    fence: Fence::SequenceReused
+                }
+            ]
+        );
+        assert_eq!(store.highest_admission_seq(&c.id).await.unwrap(), 1);
     }
 }
 
@@ -205,7 +219,7 @@ mod postgres {
         legacy.check_store(&store).await;
         assert_eq!(
             counts(store.clone(), ids).await,
-            vec![4, 1, 0],
+            vec![4, 1, 1],
             "the counter follows record()"
         );
         // The stock fence is the database's own: no update may pass it.
@@ -316,7 +330,7 @@ mod mysql {
         );
         assert_eq!(
             counts(store.clone(), ids).await,
-            vec![5, 1, 0],
+            vec![5, 1, 1],
             "the counter follows record()"
         );
         let over = sqlx::query("UPDATE coupon_campaigns SET issued_count = total_quantity + 1 WHERE id = ?")
@@ -461,7 +475,7 @@ mod sqlite {
         legacy.check_store(&store).await;
         assert_eq!(
             counts(store.clone(), ids).await,
-            vec![4, 1, 0],
+            vec![4, 1, 1],
             "the counter follows record()"
         );
         let over = sqlx::query("UPDATE coupon_campaigns SET issued_count = total_quantity + 1 WHERE id = ?")

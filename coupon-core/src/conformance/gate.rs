@@ -11,7 +11,7 @@ use crate::gate::{AdmitRequest, IssueGate};
 
 fn admitted(a: Admission) -> (u32, u64) {
     match a {
-        Admission::Admitted { nth, remaining } => (nth, remaining),
+        Admission::Admitted { nth, remaining, .. } => (nth, remaining),
         other => panic!("expected an admission, got {other:?}"),
     }
 }
@@ -190,7 +190,7 @@ pub async fn settled_entries_are_never_released(gate: Arc<dyn IssueGate>) {
 pub async fn restore_rebuilds_a_lost_campaign(gate: Arc<dyn IssueGate>) {
     let c = open_campaign(10, 2);
     let holders = vec![(user(&c.id, 0), 1), (user(&c.id, 0), 2), (user(&c.id, 1), 2)];
-    let report = gate.restore(&c.gate_spec(), &holders).await.unwrap();
+    let report = gate.restore(&c.gate_spec(), &holders, 0).await.unwrap();
     assert!(report.created);
     assert_eq!((report.users_restored, report.stock_taken, report.remaining), (2, 3, 7));
     assert_eq!(gate.holding(&c.id, &user(&c.id, 1)).await.unwrap(), vec![2]);
@@ -217,14 +217,68 @@ pub async fn restore_only_adds(gate: Arc<dyn IssueGate>) {
     let (known, forgotten) = (user(&c.id, 0), user(&c.id, 1));
     admitted(admit(&*gate, &c.id, &known, now_ms()).await);
     let holders = vec![(known.clone(), 1), (forgotten.clone(), 1)];
-    let report = gate.restore(&c.gate_spec(), &holders).await.unwrap();
+    let report = gate.restore(&c.gate_spec(), &holders, 0).await.unwrap();
     assert!(!report.created);
     assert_eq!((report.users_restored, report.stock_taken, report.remaining), (1, 1, 8));
-    let again = gate.restore(&c.gate_spec(), &holders).await.unwrap();
+    let again = gate.restore(&c.gate_spec(), &holders, 0).await.unwrap();
     assert_eq!((again.users_restored, again.stock_taken, again.remaining), (0, 0, 8));
     assert_eq!(
         admit(&*gate, &c.id, &forgotten, now_ms()).await,
         Admission::AlreadyIssued
+    );
+}
+
+/// Admissions are numbered 1, 2, 3, ... per campaign; a fence stops admissions (and
+/// nothing else) until a restore, which also numbers on above the floor it is given.
+pub async fn numbers_admissions_and_fences_until_restore(gate: Arc<dyn IssueGate>) {
+    let c = open_campaign(10, 1);
+    gate.open(&c.gate_spec()).await.unwrap();
+    let seq_of = |a: Admission| match a {
+        Admission::Admitted { seq, .. } => seq,
+        other => panic!("expected an admission, got {other:?}"),
+    };
+    let mut keys = Vec::new();
+    for i in 0..3 {
+        let (admission, key) = admit_keyed(&*gate, &c.id, &user(&c.id, i), now_ms()).await;
+        assert_eq!(seq_of(admission), i as u64 + 1);
+        keys.push(key);
+    }
+    let counts = gate.counts(&c.id).await.unwrap().unwrap();
+    assert_eq!((counts.seq, counts.fenced), (3, false));
+
+    gate.fence(&c.id).await.unwrap();
+    assert_eq!(admit(&*gate, &c.id, &user(&c.id, 5), now_ms()).await, Admission::Fenced);
+    let counts = gate.counts(&c.id).await.unwrap().unwrap();
+    assert_eq!(
+        (counts.remaining, counts.pending, counts.seq, counts.fenced),
+        (7, 3, 3, true)
+    );
+    // The reconciler's work goes on behind the fence.
+    assert!(gate.release(&c.id, &keys[0]).await.unwrap());
+    assert_eq!(gate.settle(&c.id, &keys[1..2]).await.unwrap(), 1);
+    assert_eq!(
+        gate.reservations(&c.id, now_ms() + Duration::days(1), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let report = gate.restore(&c.gate_spec(), &[(user(&c.id, 1), 1)], 40).await.unwrap();
+    assert!(report.unfenced);
+    assert_eq!(seq_of(admit(&*gate, &c.id, &user(&c.id, 6), now_ms()).await), 41);
+    // A lower floor never takes numbers back; a restore of an unfenced campaign lifts nothing.
+    let again = gate.restore(&c.gate_spec(), &[], 5).await.unwrap();
+    assert!(!again.unfenced);
+    assert_eq!(seq_of(admit(&*gate, &c.id, &user(&c.id, 7), now_ms()).await), 42);
+
+    // Fencing a campaign the gate does not hold changes nothing: it stays unknown.
+    let unknown = open_campaign(1, 1);
+    gate.fence(&unknown.id).await.unwrap();
+    assert_eq!(gate.counts(&unknown.id).await.unwrap(), None);
+    assert_eq!(
+        admit(&*gate, &unknown.id, &user(&unknown.id, 0), now_ms()).await,
+        Admission::NotOpen
     );
 }
 
@@ -273,10 +327,22 @@ pub async fn admit_many_answers_in_order(gate: Arc<dyn IssueGate>) {
     assert_eq!(
         got,
         vec![
-            Admission::Admitted { nth: 1, remaining: 1 },
+            Admission::Admitted {
+                nth: 1,
+                remaining: 1,
+                seq: 1
+            },
             Admission::AlreadyIssued,
-            Admission::Admitted { nth: 1, remaining: 0 },
-            Admission::Admitted { nth: 1, remaining: 0 },
+            Admission::Admitted {
+                nth: 1,
+                remaining: 0,
+                seq: 1
+            },
+            Admission::Admitted {
+                nth: 1,
+                remaining: 0,
+                seq: 2
+            },
             Admission::SoldOut,
             Admission::SoldOut,
             Admission::NotOpen,

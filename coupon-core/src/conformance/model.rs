@@ -24,8 +24,10 @@ pub enum GateOp {
     ReleaseStale(usize),
     /// Settle admission `i`.
     Settle(usize),
-    /// Restore from these stored `(user, nth)` slots.
-    Restore(Vec<(u8, u32)>),
+    /// Restore from these stored `(user, nth)` slots, numbering on above this floor.
+    Restore(Vec<(u8, u32)>, u64),
+    /// Fence the campaign (admissions answer fenced until a restore).
+    Fence,
 }
 
 /// Sequences of operations, mostly admissions.
@@ -35,7 +37,8 @@ pub fn gate_ops() -> impl Strategy<Value = Vec<GateOp>> {
         2 => any::<usize>().prop_map(GateOp::Release),
         1 => any::<usize>().prop_map(GateOp::ReleaseStale),
         2 => any::<usize>().prop_map(GateOp::Settle),
-        1 => prop::collection::vec((0u8..8, 1u32..4), 0..4).prop_map(GateOp::Restore),
+        1 => (prop::collection::vec((0u8..8, 1u32..4), 0..4), 0u64..30).prop_map(|(s, f)| GateOp::Restore(s, f)),
+        1 => Just(GateOp::Fence),
     ];
     prop::collection::vec(op, 1..60)
 }
@@ -49,6 +52,9 @@ pub struct GateModel {
     held: HashMap<u8, BTreeSet<u32>>,
     // Pending admissions by number: (user, nth).
     ledger: BTreeMap<usize, (u8, u32)>,
+    // The last admission number given, and whether admissions are fenced.
+    seq: u64,
+    fenced: bool,
 }
 
 impl GateModel {
@@ -64,7 +70,9 @@ impl GateModel {
 
     fn admit(&mut self, admission: usize, u: u8) -> Admission {
         let held = self.held.entry(u).or_default();
-        if held.len() as u32 >= self.limit {
+        if self.fenced {
+            Admission::Fenced
+        } else if held.len() as u32 >= self.limit {
             Admission::AlreadyIssued
         } else if self.remaining == 0 {
             Admission::SoldOut
@@ -73,9 +81,11 @@ impl GateModel {
             let nth = (1..).find(|n| !held.contains(n)).expect("a free nth");
             held.insert(nth);
             self.ledger.insert(admission, (u, nth));
+            self.seq += 1;
             Admission::Admitted {
                 nth,
                 remaining: self.remaining,
+                seq: self.seq,
             }
         }
     }
@@ -93,12 +103,14 @@ impl GateModel {
         u64::from(self.ledger.remove(&admission).is_some())
     }
 
-    fn restore(&mut self, slots: &[(u8, u32)]) {
+    fn restore(&mut self, slots: &[(u8, u32)], seq_floor: u64) {
         for (u, n) in slots {
             if self.held.entry(*u).or_default().insert(*n) {
                 self.remaining = self.remaining.saturating_sub(1);
             }
         }
+        self.seq = self.seq.max(seq_floor);
+        self.fenced = false;
     }
 
     /// I2 inside the gate: no user holds more than the limit, and no two pending
@@ -198,10 +210,14 @@ pub async fn check_against_model(gate: &dyn IssueGate, total: u64, limit: u32, o
                         return Err(fail(format!("gate settled {got}, the model {want}")));
                     }
                 }
-                GateOp::Restore(slots) => {
+                GateOp::Restore(slots, floor) => {
                     let h: Vec<_> = slots.iter().map(|(u, n)| (user(&id, *u), *n)).collect();
-                    gate.restore(&spec, &h).await.map_err(|e| fail(e.to_string()))?;
-                    model.restore(slots);
+                    gate.restore(&spec, &h, *floor).await.map_err(|e| fail(e.to_string()))?;
+                    model.restore(slots, *floor);
+                }
+                GateOp::Fence => {
+                    gate.fence(&id).await.map_err(|e| fail(e.to_string()))?;
+                    model.fenced = true;
                 }
             }
             model.check_invariants().map_err(fail)?;
@@ -210,11 +226,10 @@ pub async fn check_against_model(gate: &dyn IssueGate, total: u64, limit: u32, o
                 .await
                 .map_err(|e| fail(e.to_string()))?
                 .ok_or_else(|| fail("campaign gone".into()))?;
-            if (counts.remaining, counts.pending) != (model.remaining, model.ledger.len() as u64) {
+            let want = (model.remaining, model.ledger.len() as u64, model.seq, model.fenced);
+            if (counts.remaining, counts.pending, counts.seq, counts.fenced) != want {
                 return Err(fail(format!(
-                    "gate counts {counts:?}, the model remaining {} pending {}",
-                    model.remaining,
-                    model.ledger.len()
+                    "gate counts {counts:?}, the model (remaining, pending, seq, fenced) {want:?}"
                 )));
             }
             if counts.remaining > total {

@@ -199,8 +199,17 @@ impl IssueGate for StallingGate {
     async fn clock(&self) -> Result<DateTime<Utc>, BackendError> {
         self.inner.clock().await
     }
-    async fn restore(&self, campaign: &GateCampaign, holders: &[(UserId, u32)]) -> Result<RestoreReport, BackendError> {
-        self.inner.restore(campaign, holders).await
+    async fn restore(
+        &self,
+        campaign: &GateCampaign,
+        holders: &[(UserId, u32)],
+        seq_floor: u64,
+    ) -> Result<RestoreReport, BackendError> {
+        self.inner.restore(campaign, holders, seq_floor).await
+    }
+
+    async fn fence(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
+        self.inner.fence(campaign_id).await
     }
     async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
         self.inner.close(campaign_id).await
@@ -359,9 +368,10 @@ pub async fn f6_the_store_caps_a_gate_that_lost_its_state(gate: Arc<dyn IssueGat
         acknowledged.push(issued(rig.issue(&c, &user(&c.id, i)).await).id);
     }
     rig.recorder.drain().await;
-    // Redis lost everything and the campaign was opened again from scratch.
+    // Redis lost everything and the campaign was opened again from scratch (numbering on
+    // where it was, so that the stock guard, not the number fence, is what refuses).
     rig.gate.close(&c.id).await.unwrap();
-    rig.gate.open(&c.gate_spec()).await.unwrap();
+    rig.gate.restore(&c.gate_spec(), &[], 3).await.unwrap();
     for i in 3..6 {
         issued(rig.issue(&c, &user(&c.id, i)).await);
     }
@@ -369,6 +379,52 @@ pub async fn f6_the_store_caps_a_gate_that_lost_its_state(gate: Arc<dyn IssueGat
     assert_eq!((drained.stored, drained.fenced), (0, 3), "{drained:?}");
     assert_eq!(rig.store.issued_count(&c.id).await.unwrap(), 3);
     rig.check_invariants(&c, &acknowledged).await;
+}
+
+/// F4: the gate went back in time (a restart from an older snapshot; emulated here by
+/// rebuilding it as it was after the first two admissions). It hands out admission
+/// numbers again: the store refuses the first reused one, the recorder fences the
+/// campaign in the gate, the issuer answers "gate lost" (503 `gate_fenced`) instead of
+/// selling on a state that never existed, and a sync once the log is drained rebuilds
+/// the gate from the store and numbers on above the store's highest.
+pub async fn f4_a_gate_gone_back_in_time_is_fenced_until_a_sync(gate: Arc<dyn IssueGate>, store: Arc<dyn IssueStore>) {
+    let mut rig = Rig::new(gate, store).await;
+    let c = rig.campaign(10, 1).await;
+    let mut acknowledged = Vec::new();
+    for i in 0..5 {
+        acknowledged.push(issued(rig.issue(&c, &user(&c.id, i)).await).id);
+    }
+    rig.recorder.drain().await;
+    // Back to the snapshot: users 0 and 1 hold, two numbers given.
+    rig.gate.close(&c.id).await.unwrap();
+    let snapshot: Vec<_> = (0..2).map(|i| (user(&c.id, i), 1)).collect();
+    rig.gate.restore(&c.gate_spec(), &snapshot, 2).await.unwrap();
+    // A new user takes number 3 again; user 3, whose coupon is stored, is admitted again.
+    let reissued = issued(rig.issue(&c, &user(&c.id, 5)).await);
+    let readmitted = issued(rig.issue(&c, &user(&c.id, 3)).await);
+    let drained = rig.recorder.drain().await;
+    assert_eq!((drained.stored, drained.fenced), (0, 2), "{drained:?}");
+    let counts = rig.gate.counts(&c.id).await.unwrap().unwrap();
+    assert!(counts.fenced, "the recorder fenced the campaign: {counts:?}");
+    let e = rig.issuer.issue(&c.id, &user(&c.id, 6)).await.unwrap_err();
+    assert!(matches!(e, crate::Error::GateLost { id } if id == c.id), "{e}");
+
+    let now = rig.gate.clock().await.unwrap();
+    let report = rig.reconciler(rig.gate.clone()).sync(&c, now).await.unwrap();
+    assert!(report.restore.unfenced, "{report:?}");
+    assert_eq!(report.restore.stock_taken, 2, "users 2 and 4 known again: {report:?}");
+    assert_eq!(rig.issue(&c, &user(&c.id, 3)).await, IssueOutcome::AlreadyIssued);
+    let after = issued(rig.issue(&c, &user(&c.id, 6)).await);
+    let drained = rig.recorder.drain().await;
+    assert_eq!((drained.stored, drained.fenced), (1, 0), "{drained:?}");
+    assert_eq!(rig.store.highest_admission_seq(&c.id).await.unwrap(), 6);
+    acknowledged.push(after.id);
+    rig.check_invariants(&c, &acknowledged).await;
+    // The price of the rollback: the two told "issued" on the old state are refused and
+    // counted, never stored. Nobody holds two; nothing is sold beyond what was there.
+    for lost in [reissued.id, readmitted.id] {
+        assert_eq!(rig.store.coupon(&lost).await.unwrap(), None);
+    }
 }
 
 /// F10: an event dead-lettered after the store kept refusing it has its admission
@@ -734,6 +790,7 @@ macro_rules! protocol_conformance {
                 f2_a_released_lower_nth_is_reused_and_a_held_one_never,
                 f3_an_event_arriving_after_its_release_is_refused,
                 f3_a_server_clock_behind_does_not_age_its_admissions,
+                f4_a_gate_gone_back_in_time_is_fenced_until_a_sync,
                 f6_the_store_caps_a_gate_that_lost_its_state,
                 f10_a_replayed_dead_letter_cannot_be_sold_twice,
             ]

@@ -455,3 +455,53 @@ pub async fn the_store_never_exceeds_the_stock(store: Arc<dyn IssueStore>) {
     assert_eq!(stored, 50);
     assert_eq!(store.issued_count(&c.id).await.unwrap(), 50);
 }
+
+/// An admission number is stored at most once per campaign (F4): a second coupon with
+/// the same number, before or in the same batch, is `sequence_reused` and writes
+/// nothing; a redelivery stays a duplicate; events without a number never collide; the
+/// same number in another campaign is fine.
+pub async fn admission_numbers_are_stored_once(store: Arc<dyn IssueStore>) {
+    let (c, other) = (
+        stored_campaign(&*store, 10, 1).await,
+        stored_campaign(&*store, 10, 1).await,
+    );
+    let t = now_ms();
+    let numbered = |c: &Campaign, u: usize, seq: u64| event(c, &user(&c.id, u), 1, t).with_admission_seq(seq);
+    let first = numbered(&c, 0, 1);
+    assert_eq!(
+        store.record(std::slice::from_ref(&first)).await.unwrap(),
+        vec![RecordOutcome::Stored]
+    );
+    let reused = RecordOutcome::Fenced {
+        fence: Fence::SequenceReused,
+    };
+    let batch = vec![
+        first.clone(),
+        numbered(&c, 1, 1),
+        numbered(&c, 2, 2),
+        numbered(&c, 3, 2),
+        event(&c, &user(&c.id, 4), 1, t),
+        event(&c, &user(&c.id, 5), 1, t),
+        numbered(&other, 0, 1),
+    ];
+    assert_eq!(
+        store.record(&batch).await.unwrap(),
+        vec![
+            RecordOutcome::Duplicate,
+            reused.clone(),
+            RecordOutcome::Stored,
+            reused,
+            RecordOutcome::Stored,
+            RecordOutcome::Stored,
+            RecordOutcome::Stored,
+        ]
+    );
+    for fenced in [&batch[1], &batch[3]] {
+        assert_eq!(store.coupon(&fenced.coupon_id).await.unwrap(), None);
+    }
+    assert_eq!(store.issued_count(&c.id).await.unwrap(), 4);
+    assert_eq!(store.highest_admission_seq(&c.id).await.unwrap(), 2);
+    assert_eq!(store.highest_admission_seq(&other.id).await.unwrap(), 1);
+    let empty = stored_campaign(&*store, 1, 1).await;
+    assert_eq!(store.highest_admission_seq(&empty.id).await.unwrap(), 0);
+}

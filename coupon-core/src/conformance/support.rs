@@ -110,6 +110,7 @@ macro_rules! gate_conformance {
                 settled_entries_are_never_released,
                 restore_rebuilds_a_lost_campaign,
                 restore_only_adds,
+                numbers_admissions_and_fences_until_restore,
                 close_forgets_the_campaign,
                 admit_many_answers_in_order,
                 concurrent_admissions_never_oversell,
@@ -163,6 +164,7 @@ macro_rules! store_conformance {
                 void_fences_off_late_events,
                 void_and_record_race_one_wins,
                 the_store_never_exceeds_the_stock,
+                admission_numbers_are_stored_once,
             ]
         );
     };

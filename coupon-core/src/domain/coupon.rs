@@ -126,6 +126,11 @@ pub struct IssueEvent {
     pub issued_at: DateTime<Utc>,
     /// Redeemable until this moment.
     pub valid_until: DateTime<Utc>,
+    /// The gate's admission number ([`Admission::Admitted`]'s `seq`); the store refuses a
+    /// number it already holds for another coupon ([`Fence::SequenceReused`]). Absent in
+    /// events from before protocol v2 part 2, and from gates that do not number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_seq: Option<u64>,
 }
 
 impl IssueEvent {
@@ -153,7 +158,15 @@ impl IssueEvent {
             nth,
             issued_at,
             valid_until: campaign.validity.valid_until(issued_at),
+            admission_seq: None,
         }
+    }
+
+    /// The same event carrying the gate's admission number (`0`, a gate that does not
+    /// number admissions, leaves it absent).
+    pub fn with_admission_seq(mut self, seq: u64) -> Self {
+        self.admission_seq = (seq > 0).then_some(seq);
+        self
     }
 
     /// The JSON encoding.
@@ -229,6 +242,11 @@ pub enum Admission {
         nth: u32,
         /// Stock left after this admission.
         remaining: u64,
+        /// The campaign's admission number: the gate numbers admissions 1, 2, 3, ... per
+        /// campaign and never gives a number twice unless it went back in time (a
+        /// restart from an older snapshot), which the store then detects
+        /// ([`Fence::SequenceReused`]). `0` for a gate that does not number admissions.
+        seq: u64,
     },
     /// The user already holds the per-user limit.
     AlreadyIssued,
@@ -238,6 +256,9 @@ pub enum Admission {
     NotOpen,
     /// The issue window has ended.
     Closed,
+    /// The gate was found behind the store (it went back in time and gave an admission
+    /// number twice) and refuses admissions for the campaign until a sync rebuilds it.
+    Fenced,
 }
 
 /// What a user gets when asking for a coupon.
@@ -311,6 +332,11 @@ pub enum Fence {
     /// Storing it would put more coupons in the store than the campaign's stock.
     #[error("the campaign's stock is exhausted in the store")]
     StockExhausted,
+    /// Another stored coupon carries the same admission number: the gate numbered two
+    /// admissions alike, so it went back in time (restarted from an older snapshot,
+    /// failed over to a lagging replica). The recorder fences the campaign in the gate.
+    #[error("another coupon carries the same admission number: the gate went back in time")]
+    SequenceReused,
 }
 
 impl Fence {
@@ -320,6 +346,17 @@ impl Fence {
             Fence::Voided => "voided",
             Fence::SlotTaken => "slot_taken",
             Fence::StockExhausted => "stock_exhausted",
+            Fence::SequenceReused => "sequence_reused",
+        }
+    }
+
+    /// Whether this fence proves the gate lost state it had handed out (then the
+    /// campaign is fenced in the gate until a sync): a taken slot or a reused number
+    /// cannot happen while the gate keeps what it admitted.
+    pub const fn proves_gate_loss(self) -> bool {
+        match self {
+            Fence::SlotTaken | Fence::SequenceReused => true,
+            Fence::Voided | Fence::StockExhausted => false,
         }
     }
 }

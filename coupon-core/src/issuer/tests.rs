@@ -18,9 +18,13 @@ use crate::test_support::*;
 fn gate_admitting(nth: u32) -> MockIssueGate {
     let mut gate = MockIssueGate::new();
     gate.expect_backend().return_const("mock");
-    gate.expect_admit()
-        .times(1)
-        .returning(move |_, _, _, _| Ok(Admission::Admitted { nth, remaining: 5 }));
+    gate.expect_admit().times(1).returning(move |_, _, _, _| {
+        Ok(Admission::Admitted {
+            nth,
+            remaining: 5,
+            seq: 1,
+        })
+    });
     gate
 }
 
@@ -144,7 +148,10 @@ impl IssueGate for HangingGate {
     async fn holding(&self, _: &CampaignId, _: &UserId) -> Result<Vec<u32>, BackendError> {
         unreachable!()
     }
-    async fn restore(&self, _: &GateCampaign, _: &[(UserId, u32)]) -> Result<RestoreReport, BackendError> {
+    async fn restore(&self, _: &GateCampaign, _: &[(UserId, u32)], _: u64) -> Result<RestoreReport, BackendError> {
+        unreachable!()
+    }
+    async fn fence(&self, _: &CampaignId) -> Result<(), BackendError> {
         unreachable!()
     }
     async fn close(&self, _: &CampaignId) -> Result<(), BackendError> {

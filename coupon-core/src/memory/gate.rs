@@ -30,6 +30,9 @@ struct CampaignGate {
     // identity, the coupon id.
     ledger: BTreeSet<(DateTime<Utc>, CouponId)>,
     ledger_index: HashMap<CouponId, (DateTime<Utc>, ReservationKey)>,
+    // The last admission number given.
+    seq: u64,
+    fenced: bool,
 }
 
 impl CampaignGate {
@@ -40,6 +43,8 @@ impl CampaignGate {
             holders: HashMap::new(),
             ledger: BTreeSet::new(),
             ledger_index: HashMap::new(),
+            seq: 0,
+            fenced: false,
         }
     }
 
@@ -49,6 +54,9 @@ impl CampaignGate {
         }
         if now >= self.spec.issue_ends_at {
             return Admission::Closed;
+        }
+        if self.fenced {
+            return Admission::Fenced;
         }
         let held = self.holders.get(user_id);
         if held.map_or(0, BTreeSet::len) >= self.spec.per_user_limit as usize {
@@ -73,9 +81,11 @@ impl CampaignGate {
         let at = crate::domain::timestamp_now();
         self.ledger.insert((at, *coupon_id));
         self.ledger_index.insert(*coupon_id, (at, key));
+        self.seq += 1;
         Admission::Admitted {
             nth,
             remaining: self.remaining,
+            seq: self.seq,
         }
     }
 
@@ -193,6 +203,8 @@ impl IssueGate for MemoryGate {
             GateCounts {
                 remaining: c.remaining,
                 pending: c.ledger.len() as u64,
+                seq: c.seq,
+                fenced: c.fenced,
             }
         }))
     }
@@ -207,7 +219,12 @@ impl IssueGate for MemoryGate {
             .unwrap_or_default())
     }
 
-    async fn restore(&self, campaign: &GateCampaign, holders: &[(UserId, u32)]) -> Result<RestoreReport, BackendError> {
+    async fn restore(
+        &self,
+        campaign: &GateCampaign,
+        holders: &[(UserId, u32)],
+        seq_floor: u64,
+    ) -> Result<RestoreReport, BackendError> {
         let (c, created) = {
             let mut map = self.campaigns.write().expect("gate map lock");
             match map.get(&campaign.id) {
@@ -235,7 +252,16 @@ impl IssueGate for MemoryGate {
         }
         report.users_restored = restored_users.len() as u64;
         report.remaining = c.remaining;
+        c.seq = c.seq.max(seq_floor);
+        report.unfenced = std::mem::take(&mut c.fenced);
         Ok(report)
+    }
+
+    async fn fence(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
+        if let Some(c) = self.campaign(campaign_id) {
+            c.lock().expect("campaign lock").fenced = true;
+        }
+        Ok(())
     }
 
     async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {

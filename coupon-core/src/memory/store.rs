@@ -24,6 +24,9 @@ struct State {
     campaigns: HashMap<CampaignId, Campaign>,
     coupons: HashMap<CouponId, Coupon>,
     by_key: HashMap<(CampaignId, UserId, u32), CouponId>,
+    // Admission numbers stored, and the highest per campaign.
+    by_seq: HashMap<(CampaignId, u64), CouponId>,
+    highest_seq: HashMap<CampaignId, u64>,
     by_user: HashMap<UserId, Vec<CouponId>>,
     counts: HashMap<CampaignId, u64>,
     voids: HashMap<CouponId, CampaignId>,
@@ -49,6 +52,13 @@ impl State {
         if self.coupons.contains_key(&e.coupon_id) {
             return RecordOutcome::Duplicate;
         }
+        if let Some(seq) = e.admission_seq
+            && self.by_seq.contains_key(&(e.campaign_id, seq))
+        {
+            return RecordOutcome::Fenced {
+                fence: Fence::SequenceReused,
+            };
+        }
         let key = (e.campaign_id, e.user_id.clone(), e.nth);
         if self.by_key.contains_key(&key) {
             return RecordOutcome::Fenced {
@@ -63,6 +73,11 @@ impl State {
             };
         }
         *count += 1;
+        if let Some(seq) = e.admission_seq {
+            self.by_seq.insert((e.campaign_id, seq), e.coupon_id);
+            let highest = self.highest_seq.entry(e.campaign_id).or_insert(0);
+            *highest = (*highest).max(seq);
+        }
         self.by_key.insert(key, e.coupon_id);
         self.coupons.insert(e.coupon_id, Coupon::from_event(e));
         self.by_user.entry(e.user_id.clone()).or_default().push(e.coupon_id);
@@ -152,6 +167,11 @@ impl IssueStore for MemoryStore {
                 }
             })
             .collect())
+    }
+
+    async fn highest_admission_seq(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {
+        let s = self.state.read().expect("store lock");
+        Ok(s.highest_seq.get(campaign_id).copied().unwrap_or(0))
     }
 
     async fn voided_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {

@@ -167,6 +167,29 @@ async fn sync_refuses_to_rebuild_a_lost_gate_while_events_are_in_flight() {
 }
 
 #[tokio::test]
+async fn sync_refuses_to_lift_a_fence_while_events_are_in_flight() {
+    let c = campaign(CampaignState::Open);
+    let mut gate = MockIssueGate::new();
+    gate.expect_counts().returning(|_| {
+        Ok(Some(GateCounts {
+            remaining: 5,
+            pending: 3,
+            seq: 9,
+            fenced: true,
+        }))
+    });
+    gate.expect_restore().never();
+    let mut log = MockEventLog::new();
+    log.expect_oldest_uncommitted().returning(|_| Ok(Some(timestamp_now())));
+    let r = Reconciler::new(arc(gate), arc(MockIssueStore::new())).with_log(arc(log), "recorders");
+    let e = r.sync(&c, timestamp_now()).await.unwrap_err();
+    assert!(
+        matches!(e, Error::SyncRefused { ref reason, .. } if reason.contains("went back in time")),
+        "{e}"
+    );
+}
+
+#[tokio::test]
 async fn sync_restores_from_the_store_then_reconciles() {
     let c = campaign(CampaignState::Open);
     let mut gate = MockIssueGate::new();
@@ -174,17 +197,20 @@ async fn sync_restores_from_the_store_then_reconciles() {
         Ok(Some(GateCounts {
             remaining: 5,
             pending: 0,
+            seq: 2,
+            fenced: false,
         }))
     });
     gate.expect_restore()
-        .withf(|_, holders| holders.len() == 2)
+        .withf(|_, holders, floor| holders.len() == 2 && *floor == 7)
         .times(1)
-        .returning(|_, _| {
+        .returning(|_, _, _| {
             Ok(RestoreReport {
                 users_restored: 1,
                 stock_taken: 1,
                 remaining: 4,
                 created: false,
+                unfenced: false,
             })
         });
     gate.expect_reservations().returning(|_, _, _| Ok(Vec::new()));
@@ -193,6 +219,7 @@ async fn sync_restores_from_the_store_then_reconciles() {
         .expect_holders()
         .times(1)
         .returning(|_| Ok(vec![(UserId::new("a").unwrap(), 1), (UserId::new("b").unwrap(), 1)]));
+    store.expect_highest_admission_seq().times(1).returning(|_| Ok(7));
     let r = Reconciler::new(arc(gate), arc(store));
     let report = r.sync(&c, timestamp_now()).await.unwrap();
     assert_eq!(report.restore.stock_taken, 1);

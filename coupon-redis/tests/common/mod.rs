@@ -146,6 +146,25 @@ impl OwnRedis {
         self.launch().await;
     }
 
+    /// Writes a snapshot now (`SAVE`) and keeps a copy of it; returns the copy's path.
+    pub async fn snapshot(&self) -> std::path::PathBuf {
+        let mut conn = self.admin().await;
+        let _: () = redis::cmd("SAVE").query_async(&mut conn).await.unwrap();
+        let copy = self.dir.join(format!("snapshot-{}.rdb", unique_name("s")));
+        std::fs::copy(self.dir.join("dump.rdb"), &copy).unwrap();
+        copy
+    }
+
+    /// Kills the process (`kill -9`: nothing persisted on the way down) and starts it
+    /// again from `snapshot` (taken by [`OwnRedis::snapshot`]): the server goes back in
+    /// time to when the snapshot was taken. Needs a non-persistent server (no AOF).
+    pub async fn kill_and_restore(&mut self, snapshot: &std::path::Path) {
+        assert!(!self.persistent, "an AOF would be loaded instead of the snapshot");
+        self.kill().await;
+        std::fs::copy(snapshot, self.dir.join("dump.rdb")).unwrap();
+        self.launch().await;
+    }
+
     /// A plain connection for admin commands.
     pub async fn admin(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())

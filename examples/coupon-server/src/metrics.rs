@@ -205,8 +205,16 @@ impl IssueGate for MeteredGate {
     async fn clock(&self) -> Result<DateTime<Utc>, BackendError> {
         self.0.clock().await
     }
-    async fn restore(&self, campaign: &GateCampaign, holders: &[(UserId, u32)]) -> Result<RestoreReport, BackendError> {
-        self.0.restore(campaign, holders).await
+    async fn restore(
+        &self,
+        campaign: &GateCampaign,
+        holders: &[(UserId, u32)],
+        seq_floor: u64,
+    ) -> Result<RestoreReport, BackendError> {
+        self.0.restore(campaign, holders, seq_floor).await
+    }
+    async fn fence(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
+        self.0.fence(campaign_id).await
     }
     async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
         self.0.close(campaign_id).await
