@@ -97,7 +97,7 @@ for i = 2, #ARGV, 2 do
   end
 end
 if taken > 0 then
-  redis.call('HINCRBY', KEYS[1], 'stock', -taken)
-  redis.call('HSET', KEYS[1], 'seq', seq)
+  -- One write for both: the script runs alone, so stock and seq are exact here.
+  redis.call('HSET', KEYS[1], 'stock', stock, 'seq', seq)
 end
 return out

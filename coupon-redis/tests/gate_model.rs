@@ -1,10 +1,13 @@
-//! Property test: the Redis gate, standalone and on the cluster, behaves like the
-//! plain sequential model of the admission rules, for any sequence of operations.
+//! Property test: the Redis gate, standalone and on the cluster, alone and behind the
+//! batcher, behaves like the plain sequential model of the admission rules, for any
+//! sequence of operations.
 
 mod common;
 
-use coupon_core::IssueGate;
+use std::sync::Arc;
+
 use coupon_core::conformance::model::{check_against_model, gate_ops};
+use coupon_core::{BatchConfig, BatchingGate, IssueGate};
 use proptest::prelude::*;
 
 fn check(make: impl std::future::Future<Output = Option<std::sync::Arc<dyn IssueGate>>>) {
@@ -28,4 +31,12 @@ fn standalone_redis_gate_matches_the_sequential_model() {
 #[test]
 fn cluster_redis_gate_matches_the_sequential_model() {
     check(common::cluster_gate());
+}
+
+#[test]
+fn batched_cluster_redis_gate_matches_the_sequential_model() {
+    check(async {
+        let gate = common::cluster_gate().await?;
+        Some(Arc::new(BatchingGate::new(gate, BatchConfig::default())) as Arc<dyn IssueGate>)
+    });
 }

@@ -55,6 +55,11 @@ pub struct GateModel {
     // The last admission number given, and whether admissions are fenced.
     seq: u64,
     fenced: bool,
+    // Every admission that was admitted, and where it ended: settled (stored) or
+    // released (voided); neither means still pending.
+    admitted: BTreeSet<usize>,
+    settled: BTreeSet<usize>,
+    released: BTreeSet<usize>,
 }
 
 impl GateModel {
@@ -81,6 +86,7 @@ impl GateModel {
             let nth = (1..).find(|n| !held.contains(n)).expect("a free nth");
             held.insert(nth);
             self.ledger.insert(admission, (u, nth));
+            self.admitted.insert(admission);
             self.seq += 1;
             Admission::Admitted {
                 nth,
@@ -94,13 +100,18 @@ impl GateModel {
         let Some((u, nth)) = self.ledger.remove(&admission) else {
             return false;
         };
+        self.released.insert(admission);
         self.remaining = (self.remaining + 1).min(self.total);
         self.held.entry(u).or_default().remove(&nth);
         true
     }
 
     fn settle(&mut self, admission: usize) -> u64 {
-        u64::from(self.ledger.remove(&admission).is_some())
+        let present = self.ledger.remove(&admission).is_some();
+        if present {
+            self.settled.insert(admission);
+        }
+        u64::from(present)
     }
 
     fn restore(&mut self, slots: &[(u8, u32)], seq_floor: u64) {
@@ -114,8 +125,21 @@ impl GateModel {
     }
 
     /// I2 inside the gate: no user holds more than the limit, and no two pending
-    /// admissions of one user share an `nth`.
+    /// admissions of one user share an `nth`. Every admission is exactly one of pending,
+    /// settled (stored) or released (voided).
     fn check_invariants(&self) -> Result<(), String> {
+        for a in &self.admitted {
+            let places = [
+                self.ledger.contains_key(a),
+                self.settled.contains(a),
+                self.released.contains(a),
+            ];
+            if places.iter().filter(|p| **p).count() != 1 {
+                return Err(format!(
+                    "admission {a} is (pending, settled, released) = {places:?}: not exactly one"
+                ));
+            }
+        }
         let mut seen = BTreeSet::new();
         for (u, nth) in self.ledger.values() {
             if !seen.insert((*u, *nth)) {
@@ -234,6 +258,22 @@ pub async fn check_against_model(gate: &dyn IssueGate, total: u64, limit: u32, o
             }
             if counts.remaining > total {
                 return Err(fail("I1: more stock than the total".into()));
+            }
+            // The gate's ledger holds exactly the model's pending admissions, by identity.
+            let ledger: BTreeSet<CouponId> = gate
+                .reservations(&id, now + Duration::days(1), 10_000)
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .into_iter()
+                .map(|r| r.key.coupon_id)
+                .collect();
+            let pending: BTreeSet<CouponId> = model.ledger.keys().map(|&i| admissions[i].coupon_id).collect();
+            if ledger != pending {
+                return Err(fail(format!(
+                    "the gate's ledger holds {} admissions, the model {} pending; they differ by identity",
+                    ledger.len(),
+                    pending.len()
+                )));
             }
             for u in 0..8u8 {
                 let got = gate
