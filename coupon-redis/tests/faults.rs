@@ -530,6 +530,71 @@ async fn f8_callers_that_left_mid_batch_hold_no_stock() {
     );
 }
 
+/// F8, the other half, on a real Redis: callers that were there when their batch was
+/// sent and left while Redis held it (paused longer than their patience). Their
+/// admissions are made when Redis answers, and the batcher releases them at once: the
+/// coupon ids never left the process, so no event can exist for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn f8_admissions_answered_after_their_callers_left_are_released_at_once() {
+    let Some(redis) = OwnRedis::start(false).await else {
+        return;
+    };
+    let gate = RedisGate::connect(config(&redis.url()).with_response_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    // One batch of all seven: it is sent only once every caller has queued.
+    let batched = Arc::new(BatchingGate::new(
+        Arc::new(gate.clone()),
+        BatchConfig::default()
+            .with_max_batch(7)
+            .with_max_wait(Duration::from_secs(60)),
+    ));
+    let c = open_campaign(10);
+    gate.open(&c.gate_spec()).await.unwrap();
+    let mut admin = redis.admin().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1_500)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let admit = |i: usize| {
+        let (batched, id) = (batched.clone(), c.id);
+        async move { batched.admit(&id, &user(i), &CouponId::new(), Utc::now()).await }
+    };
+    let patient = tokio::spawn(admit(0));
+    let impatient: Vec<_> = (1..7)
+        .map(|i| tokio::spawn(tokio::time::timeout(Duration::from_secs(1), admit(i))))
+        .collect();
+    for caller in impatient {
+        assert!(
+            caller.await.unwrap().is_err(),
+            "the caller gave up before the pause ended"
+        );
+    }
+    assert!(matches!(patient.await.unwrap().unwrap(), Admission::Admitted { .. }));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let counts = loop {
+        let counts = gate.counts(&c.id).await.unwrap().unwrap();
+        if (counts.remaining, counts.pending) == (9, 1) {
+            break counts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "admissions of callers that left still hold stock: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        counts.seq, 7,
+        "all seven were admitted by Redis, six released by the batcher"
+    );
+    for i in 1..7 {
+        assert!(gate.holding(&c.id, &user(i)).await.unwrap().is_empty(), "user {i}");
+    }
+}
+
 /// F9, on a real Redis: a batch spanning two campaigns where one campaign's script call
 /// fails (its keys are broken: WRONGTYPE) answers the error to that campaign's requests
 /// only; the other campaign's requests are admitted and told so (v1 failed the whole
