@@ -66,7 +66,8 @@ fn issuer(c: &mut Criterion) {
     };
     let topic = format!("bench-issuer-{}", std::process::id());
     let config = KafkaConfig::new(brokers, topic);
-    rt.block_on(ensure_topics(&config, 6, 1)).expect("Kafka reachable");
+    rt.block_on(ensure_topics(&config, &coupon_kafka::TopicSettings::single_broker(6)))
+        .expect("Kafka reachable");
     let kafka: Arc<dyn EventLog> = Arc::new(KafkaLog::new(config).unwrap());
     run(
         c,

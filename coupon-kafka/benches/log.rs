@@ -31,7 +31,8 @@ fn log(c: &mut Criterion) {
         .unwrap();
     let brokers = std::env::var("COUPON_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let config = KafkaConfig::new(brokers, format!("bench-{}", std::process::id()));
-    rt.block_on(ensure_topics(&config, 6, 1)).unwrap();
+    rt.block_on(ensure_topics(&config, &coupon_kafka::TopicSettings::single_broker(6)))
+        .unwrap();
     let log = Arc::new(KafkaLog::new(config).unwrap());
     let batch = events(PER_ITER);
 

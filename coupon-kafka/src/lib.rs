@@ -6,11 +6,13 @@
 //!
 //! ```no_run
 //! use coupon_core::{EventLog, IssueEvent};
-//! use coupon_kafka::{ensure_topics, KafkaConfig, KafkaLog};
+//! use coupon_kafka::{ensure_topics, KafkaConfig, KafkaLog, TopicSettings};
 //!
 //! # async fn demo(event: IssueEvent) -> Result<(), coupon_core::BackendError> {
 //! let config = KafkaConfig::new("127.0.0.1:9092", "coupon-issued");
-//! ensure_topics(&config, 6, 1).await?; // the topic and coupon-issued.dlq
+//! // The topic and coupon-issued.dlq: 6 partitions, 3 replicas, min.insync.replicas 2.
+//! let described = ensure_topics(&config, &TopicSettings::default()).await?;
+//! assert!(described[0].survives_one_broker_loss());
 //! let log = KafkaLog::new(config)?;
 //! log.publish(&event).await?; // durable once this returns
 //! let mut source = log.subscribe("coupon-recorders").await?;
@@ -31,9 +33,9 @@ mod log;
 mod producer;
 mod source;
 
-pub use admin::ensure_topics;
+pub use admin::{TopicDescription, TopicSettings, ensure_topics};
 pub use config::{KafkaConfig, PartitionKey};
-pub use log::KafkaLog;
+pub use log::{GroupProgress, KafkaLog};
 pub use producer::Persistence;
 pub use source::KafkaSource;
 

@@ -47,6 +47,13 @@ impl KafkaLog {
         &self.config
     }
 
+    /// What `group` has committed on the event topic, beside what the topic retains
+    /// (checked at start: see [`GroupProgress::never_committed`]).
+    pub async fn group_progress(&self, group: &str) -> Result<GroupProgress, BackendError> {
+        let (config, group) = (self.config.clone(), group.to_owned());
+        blocking("group_progress", move || group_progress(&config, &group)).await
+    }
+
     /// Waits until everything published has been delivered (call at shutdown).
     pub async fn flush(&self, timeout: Duration) -> Result<(), BackendError> {
         let publisher = self.publisher.clone();
@@ -97,11 +104,34 @@ impl KafkaLog {
     }
 }
 
-/// The publish time of the oldest message `group` has not committed, over every partition.
-fn oldest_uncommitted(config: &KafkaConfig, group: &str) -> Result<Option<DateTime<Utc>>, BackendError> {
-    let err = |e| backend_error("oldest_uncommitted", e);
+/// What a consumer group has committed on the event topic, beside what the topic holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupProgress {
+    /// The topic's partitions.
+    pub partitions: usize,
+    /// Partitions on which the group has committed an offset.
+    pub committed_partitions: usize,
+    /// Events the topic still retains (high minus low watermark, over every partition).
+    pub retained: i64,
+    /// Retained events the group has not committed.
+    pub uncommitted: i64,
+}
+
+impl GroupProgress {
+    /// The topic holds events and the group has committed nothing at all: no consumer of
+    /// this group has ever stored a batch. A reconciler reading this group releases
+    /// nothing (its horizon is the oldest retained event), which usually means the
+    /// server and the consumers were given different groups.
+    pub fn never_committed(&self) -> bool {
+        self.retained > 0 && self.committed_partitions == 0
+    }
+}
+
+/// A client of `group` that never joins it (reading committed offsets needs no
+/// membership), and per partition: (partition, committed position, low, high).
+fn positions(config: &KafkaConfig, group: &str, operation: &'static str) -> Result<Positions, BackendError> {
+    let err = |e| backend_error(operation, e);
     let topic = config.topic.as_str();
-    // A client of the group that never joins it: reading committed offsets needs no membership.
     let group_client: BaseConsumer = config
         .client_config()
         .set("group.id", group)
@@ -121,22 +151,66 @@ fn oldest_uncommitted(config: &KafkaConfig, group: &str) -> Result<Option<DateTi
         wanted.add_partition(topic, *p);
     }
     let committed = group_client.committed_offsets(wanted, QUERY_TIMEOUT).map_err(err)?;
-    let positions: Vec<(i32, Offset)> = committed
+    let offsets: Vec<(i32, Offset)> = committed
         .elements_for_topic(topic)
         .iter()
         .map(|e| (e.partition(), e.offset()))
         .collect();
+    // Dropped before the client, or librdkafka's destroy blocks (CRATES.md).
     drop(committed);
-    let mut oldest: Option<DateTime<Utc>> = None;
-    for (partition, offset) in positions {
+    let mut out = Vec::with_capacity(offsets.len());
+    for (partition, offset) in offsets {
         let (low, high) = group_client
             .fetch_watermarks(topic, partition, QUERY_TIMEOUT)
             .map_err(err)?;
-        let position = match offset {
-            Offset::Offset(n) => n.max(low),
-            _ => low,
+        let committed = match offset {
+            Offset::Offset(n) => Some(n),
+            _ => None,
         };
-        if position >= high {
+        out.push(PartitionPosition {
+            partition,
+            committed,
+            low,
+            high,
+        });
+    }
+    Ok(out)
+}
+
+type Positions = Vec<PartitionPosition>;
+
+struct PartitionPosition {
+    partition: i32,
+    committed: Option<i64>,
+    low: i64,
+    high: i64,
+}
+
+impl PartitionPosition {
+    /// The first offset the group has not stored.
+    fn position(&self) -> i64 {
+        self.committed.map_or(self.low, |n| n.max(self.low))
+    }
+}
+
+fn group_progress(config: &KafkaConfig, group: &str) -> Result<GroupProgress, BackendError> {
+    let positions = positions(config, group, "group_progress")?;
+    Ok(GroupProgress {
+        partitions: positions.len(),
+        committed_partitions: positions.iter().filter(|p| p.committed.is_some()).count(),
+        retained: positions.iter().map(|p| p.high - p.low).sum(),
+        uncommitted: positions.iter().map(|p| (p.high - p.position()).max(0)).sum(),
+    })
+}
+
+/// The publish time of the oldest message `group` has not committed, over every partition.
+fn oldest_uncommitted(config: &KafkaConfig, group: &str) -> Result<Option<DateTime<Utc>>, BackendError> {
+    let err = |e| backend_error("oldest_uncommitted", e);
+    let topic = config.topic.as_str();
+    let mut oldest: Option<DateTime<Utc>> = None;
+    for p in positions(config, group, "oldest_uncommitted")? {
+        let (partition, position) = (p.partition, p.position());
+        if position >= p.high {
             continue;
         }
         // Read the first uncommitted message for its time, with a throwaway reader.
@@ -216,18 +290,17 @@ impl EventLog for KafkaLog {
     }
 
     async fn oldest_uncommitted(&self, group: &str) -> Result<Option<DateTime<Utc>>, BackendError> {
-        let config = self.config.clone();
-        let group = group.to_owned();
-        tokio::task::spawn_blocking(move || oldest_uncommitted(&config, &group))
-            .await
-            .map_err(|e| {
-                BackendError::new(
-                    Component::Log,
-                    "kafka",
-                    "oldest_uncommitted",
-                    ErrorKind::Corrupt,
-                    e.to_string(),
-                )
-            })?
+        let (config, group) = (self.config.clone(), group.to_owned());
+        blocking("oldest_uncommitted", move || oldest_uncommitted(&config, &group)).await
     }
+}
+
+/// Runs librdkafka's blocking admin queries off the async threads.
+async fn blocking<T: Send + 'static>(
+    operation: &'static str,
+    f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
+) -> Result<T, BackendError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| BackendError::new(Component::Log, "kafka", operation, ErrorKind::Corrupt, e.to_string()))?
 }

@@ -25,11 +25,60 @@ fn classify(e: &RedisError) -> ErrorKind {
         | K::ClusterConnectionNotFound => ErrorKind::Unavailable,
         K::AuthenticationFailed | K::InvalidClientConfig | K::Server(S::NoPerm) => ErrorKind::Rejected,
         K::Server(S::NoScript) => ErrorKind::Unavailable,
+        // Codes redis-rs does not name. Each is a refusal before the script wrote
+        // anything: BUSY (another script is over its time limit), OOM (maxmemory
+        // reached: Redis refuses a script's first write and only its first),
+        // MISCONF (writes stopped after a failed save), NOREPLICAS
+        // (`min-replicas-to-write` not met). Retrying later can succeed.
+        K::Extension if e.code().is_some_and(|code| REFUSED_BEFORE_RUNNING.contains(&code)) => ErrorKind::Unavailable,
         _ => ErrorKind::Corrupt,
     }
 }
 
+/// The error codes, outside redis-rs's own kinds, that mean "not run, try later".
+const REFUSED_BEFORE_RUNNING: [&str; 4] = ["BUSY", "OOM", "MISCONF", "NOREPLICAS"];
+
 /// A reply whose shape is not what the script returns.
 pub fn unexpected_reply(operation: &'static str, what: impl Into<String>) -> BackendError {
     BackendError::new(Component::Gate, "redis", operation, ErrorKind::Corrupt, what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error as redis-rs parses it from the server's reply line.
+    fn from_reply(line: &str) -> RedisError {
+        let value = redis::parse_redis_value(format!("-{line}\r\n").as_bytes()).expect("a reply");
+        value.extract_error().expect_err("an error reply")
+    }
+
+    #[test]
+    fn refusals_before_the_script_ran_are_retryable_and_the_rest_are_not() {
+        for line in [
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "LOADING Redis is loading the dataset in memory",
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "ASK 3999 127.0.0.1:7002",
+            "MOVED 3999 127.0.0.1:7002",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "CLUSTERDOWN The cluster is down",
+            "READONLY You can't write against a read only replica.",
+            "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+            "NOREPLICAS Not enough good replicas to write.",
+            "NOSCRIPT No matching script.",
+        ] {
+            let e = backend_error("admit", from_reply(line));
+            assert_eq!(e.kind, ErrorKind::Unavailable, "{line}: {e}");
+            assert!(e.is_retryable(), "{line}");
+        }
+        for line in [
+            "ERR Error running script: attempt to perform arithmetic on a nil value",
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+        ] {
+            let e = backend_error("admit", from_reply(line));
+            assert_eq!(e.kind, ErrorKind::Corrupt, "{line}: {e}");
+        }
+    }
 }

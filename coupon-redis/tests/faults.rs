@@ -641,3 +641,91 @@ async fn f9_a_failing_campaign_in_a_mixed_batch_fails_only_its_own_requests() {
     let counts = gate.counts(&good.id).await.unwrap().unwrap();
     assert_eq!((counts.remaining, counts.pending, counts.seq), (8, 2, 2));
 }
+
+/// Sets one server setting on `own`.
+async fn config_set(own: &OwnRedis, name: &str, value: &str) {
+    let mut admin = own.admin().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg(name)
+        .arg(value)
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// F14: a Redis at its `maxmemory` refuses the script's first write (`OOM`). Nothing was
+/// written, so the gate answers a retryable `Unavailable` (503 `gate_unavailable`), not
+/// `Corrupt` (500 on 2f412b2), and the user holds nothing afterwards.
+#[tokio::test]
+async fn f14_a_redis_out_of_memory_answers_unavailable_and_writes_nothing() {
+    let Some(own) = OwnRedis::start(false).await else {
+        return;
+    };
+    let gate = RedisGate::connect(config(&own.url())).await.unwrap();
+    let c = open_campaign(10);
+    gate.open(&c.gate_spec()).await.unwrap();
+    config_set(&own, "maxmemory", "1").await;
+    let e = gate
+        .admit(&c.id, &user(0), &CouponId::new(), Utc::now())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unavailable, "{e}");
+    assert!(e.is_retryable() && e.to_string().contains("OOM"), "{e}");
+    config_set(&own, "maxmemory", "0").await;
+    let counts = gate.counts(&c.id).await.unwrap().unwrap();
+    assert_eq!((counts.remaining, counts.pending, counts.seq), (10, 0, 0), "{counts:?}");
+    assert!(matches!(
+        gate.admit(&c.id, &user(0), &CouponId::new(), Utc::now()).await.unwrap(),
+        Admission::Admitted { nth: 1, seq: 1, .. }
+    ));
+}
+
+/// F14: while another client's script runs past `busy-reply-threshold`, Redis answers
+/// `BUSY` without running anything. The gate answers a retryable `Unavailable` (it was
+/// `Corrupt`, a 500), the refused user holds nothing, and admissions work again once the
+/// script is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn f14_a_redis_busy_with_a_long_script_answers_unavailable_and_writes_nothing() {
+    let Some(own) = OwnRedis::start(false).await else {
+        return;
+    };
+    let gate = RedisGate::connect(config(&own.url())).await.unwrap();
+    let c = open_campaign(100);
+    gate.open(&c.gate_spec()).await.unwrap();
+    config_set(&own, "busy-reply-threshold", "50").await;
+    let mut hog = own.admin().await;
+    let hog = tokio::spawn(async move {
+        redis::cmd("EVAL")
+            .arg("while true do end")
+            .arg(0)
+            .query_async::<redis::Value>(&mut hog)
+            .await
+    });
+    // Until the threshold passes, a call may time out (outcome unknown) under a fresh
+    // user; wait (bounded) for the BUSY answer itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut attempt = 0;
+    let busy_user = loop {
+        attempt += 1;
+        let u = user(attempt);
+        let e = gate.admit(&c.id, &u, &CouponId::new(), Utc::now()).await.unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        if e.kind == ErrorKind::Unavailable {
+            assert!(e.to_string().contains("BUSY"), "{e}");
+            break u;
+        }
+        assert_eq!(e.kind, ErrorKind::OutcomeUnknown, "{e}");
+        assert!(Instant::now() < deadline, "Redis never answered BUSY: {e}");
+    };
+    let mut admin = own.admin().await;
+    let _: () = redis::cmd("SCRIPT").arg("KILL").query_async(&mut admin).await.unwrap();
+    assert!(hog.await.unwrap().is_err(), "the killed script answers an error");
+    assert!(gate.holding(&c.id, &busy_user).await.unwrap().is_empty());
+    assert!(matches!(
+        gate.admit(&c.id, &busy_user, &CouponId::new(), Utc::now())
+            .await
+            .unwrap(),
+        Admission::Admitted { .. }
+    ));
+}

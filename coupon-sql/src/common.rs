@@ -473,7 +473,9 @@ pub(crate) fn corrupt(backend: &'static str, operation: &'static str, what: &str
 /// Classifies a sqlx error for `operation`.
 pub(crate) fn backend_error(backend: &'static str, operation: &'static str, e: sqlx::Error) -> BackendError {
     let kind = match &e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => ErrorKind::Unavailable,
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => ErrorKind::Unavailable,
+        // SQLite's worker thread died: it may have run the statement before it did.
+        sqlx::Error::WorkerCrashed => ErrorKind::OutcomeUnknown,
         sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => ErrorKind::Unavailable,
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) => ErrorKind::OutcomeUnknown,
         sqlx::Error::Database(db) => match db.kind() {
@@ -482,7 +484,9 @@ pub(crate) fn backend_error(backend: &'static str, operation: &'static str, e: s
             | sqlx::error::ErrorKind::NotNullViolation
             | sqlx::error::ErrorKind::CheckViolation => ErrorKind::Rejected,
             // Deadlocks, serialization failures, lock timeouts: the statement was rolled back.
-            _ if is_transient(db.code().as_deref()) => ErrorKind::Unavailable,
+            _ if is_transient(db.code().as_deref()) || is_transient(mysql_number(db.as_ref()).as_deref()) => {
+                ErrorKind::Unavailable
+            }
             _ => ErrorKind::Rejected,
         },
         sqlx::Error::Configuration(_) | sqlx::Error::InvalidArgument(_) => ErrorKind::Rejected,
@@ -491,13 +495,25 @@ pub(crate) fn backend_error(backend: &'static str, operation: &'static str, e: s
     BackendError::new(Component::Store, backend, operation, kind, e.to_string()).with_source(e)
 }
 
+/// MySQL's own error number: its SQLSTATE is `HY000` for most errors (a lock wait
+/// timeout among them), so the number is what tells them apart.
+fn mysql_number(db: &dyn sqlx::error::DatabaseError) -> Option<String> {
+    #[cfg(feature = "mysql")]
+    if let Some(e) = db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return Some(e.number().to_string());
+    }
+    let _ = db;
+    None
+}
+
 /// SQLSTATE / vendor codes of errors after which the statement did not apply and a retry can succeed.
 fn is_transient(code: Option<&str>) -> bool {
     matches!(
         code,
         Some(
-            "40001" | "40P01" | "55P03" | "57P01" | "57P03" | "53300" // PostgreSQL
+            "40001" | "40P01" | "55P03" | "57014" | "57P01" | "57P03" | "53300" // PostgreSQL
             | "1205" | "1213" // MySQL lock wait timeout, deadlock
+            | "1969" | "3024" // MariaDB max_statement_time, MySQL max_execution_time
             | "5" | "6" | "517" // SQLite BUSY / LOCKED / BUSY_SNAPSHOT
         )
     )

@@ -17,6 +17,20 @@ pub struct StoreConfig {
     pub acquire_timeout: Duration,
     /// Run the migrations at connect (default true).
     pub migrate: bool,
+    /// Longest a statement may run on a pooled connection before the database cancels
+    /// it (default 5 s; zero turns it off): PostgreSQL `statement_timeout`, MariaDB
+    /// `max_statement_time`, MySQL `max_execution_time` (reads only). A cancelled
+    /// statement wrote nothing: a retryable `Unavailable`. Migrations run without it.
+    pub statement_timeout: Duration,
+    /// Longest wait for a row lock (default 2 s; zero: the database's own default):
+    /// PostgreSQL `lock_timeout`, MySQL/MariaDB `innodb_lock_wait_timeout` (whole
+    /// seconds, at least 1). Bounds a pile-up behind a stuck transaction.
+    pub lock_timeout: Duration,
+    /// SQLite only: fsync the write-ahead log at every commit (`synchronous=FULL`,
+    /// default true), so a stored coupon survives an OS crash or power loss, not only
+    /// a crash of the process (`NORMAL`). Turn it off only when SQLite is not the
+    /// store of record of an acknowledgement (`after-store`).
+    pub sqlite_fsync_each_commit: bool,
 }
 
 impl Default for StoreConfig {
@@ -26,6 +40,9 @@ impl Default for StoreConfig {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(2),
             migrate: true,
+            statement_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(2),
+            sqlite_fsync_each_commit: true,
         }
     }
 }
@@ -48,6 +65,25 @@ impl StoreConfig {
     /// Sets the acquire timeout.
     pub fn with_acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Sets the statement timeout (zero turns it off).
+    pub fn with_statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+
+    /// Sets the lock timeout (zero: the database's default).
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// SQLite: whether to fsync at every commit (`synchronous=FULL`) or only at
+    /// checkpoints (`NORMAL`).
+    pub fn with_sqlite_fsync_each_commit(mut self, fsync: bool) -> Self {
+        self.sqlite_fsync_each_commit = fsync;
         self
     }
 

@@ -60,9 +60,35 @@ pub struct MySqlStore {
 impl MySqlStore {
     /// Connects as `config` says, running the migrations if it asks.
     pub async fn connect(config: &StoreConfig) -> Result<Self, BackendError> {
+        let statement_secs = config.statement_timeout.as_secs_f64();
+        let lock_secs = config.lock_timeout.as_secs().max(1);
+        let lock_timeout_set = !config.lock_timeout.is_zero();
         let pool = MySqlPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if lock_timeout_set {
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "SET SESSION innodb_lock_wait_timeout = {lock_secs}"
+                        )))
+                        .execute(&mut *conn)
+                        .await?;
+                    }
+                    // MariaDB bounds every statement; MySQL names it differently and
+                    // bounds only reads.
+                    let mariadb = format!("SET SESSION max_statement_time = {statement_secs}");
+                    let mysql = format!("SET SESSION max_execution_time = {}", (statement_secs * 1000.0) as u64);
+                    if sqlx::query(sqlx::AssertSqlSafe(mariadb))
+                        .execute(&mut *conn)
+                        .await
+                        .is_err()
+                    {
+                        sqlx::query(sqlx::AssertSqlSafe(mysql)).execute(&mut *conn).await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&config.url)
             .await
             .map_err(|e| connect_error(B, e))?;
@@ -96,7 +122,7 @@ impl MySqlStore {
     pub async fn migrate(&self) -> Result<(), BackendError> {
         let err = |e| backend_error(B, "migrate", e);
         // A session of its own holds the lock: closing it releases the lock whatever
-        // happens, and the pool keeps all its connections for the migrator.
+        // happens.
         let mut lock = MySqlConnection::connect_with(&self.pool.connect_options())
             .await
             .map_err(err)?;
@@ -107,10 +133,12 @@ impl MySqlStore {
                 .await
                 .map_err(err)?;
         let ran = if locked == Some(1) {
-            MIGRATOR
-                .run(&self.pool)
-                .await
-                .map_err(|e| backend_error(B, "migrate", sqlx::Error::Migrate(Box::new(e))))
+            // Outside the pool, whose sessions carry the statement timeout: a migration
+            // may take longer.
+            match migration_pool(&self.pool).await {
+                Ok(once) => once.run_migrations().await,
+                Err(e) => Err(err(e)),
+            }
         } else {
             Err(BackendError::new(
                 coupon_core::Component::Store,
@@ -572,5 +600,29 @@ impl IssueStore for MySqlStore {
             stored.extend(ids);
         }
         Ok(crate::common::mark_stored(keys, &stored))
+    }
+}
+
+/// One session for the migrations, without the pool's statement timeout.
+async fn migration_pool(pool: &MySqlPool) -> Result<MigrationPool, sqlx::Error> {
+    let options = pool.connect_options();
+    Ok(MigrationPool(
+        MySqlPoolOptions::new()
+            .max_connections(1)
+            .connect_with((*options).clone())
+            .await?,
+    ))
+}
+
+struct MigrationPool(MySqlPool);
+
+impl MigrationPool {
+    async fn run_migrations(self) -> Result<(), BackendError> {
+        let ran = MIGRATOR
+            .run(&self.0)
+            .await
+            .map_err(|e| backend_error(B, "migrate", sqlx::Error::Migrate(Box::new(e))));
+        self.0.close().await;
+        ran
     }
 }

@@ -39,9 +39,26 @@ pub struct PgStore {
 impl PgStore {
     /// Connects as `config` says, running the migrations if it asks.
     pub async fn connect(config: &StoreConfig) -> Result<Self, BackendError> {
+        let (statement_ms, lock_ms) = (
+            config.statement_timeout.as_millis().to_string(),
+            config.lock_timeout.as_millis().to_string(),
+        );
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
+            .after_connect(move |conn, _| {
+                let (statement_ms, lock_ms) = (statement_ms.clone(), lock_ms.clone());
+                Box::pin(async move {
+                    sqlx::query(
+                        "SELECT set_config('statement_timeout', $1, false), set_config('lock_timeout', $2, false)",
+                    )
+                    .bind(statement_ms)
+                    .bind(lock_ms)
+                    .execute(conn)
+                    .await
+                    .map(|_| ())
+                })
+            })
             .connect(&config.url)
             .await
             .map_err(|e| crate::config::connect_error(B, e))?;
@@ -59,10 +76,19 @@ impl PgStore {
 
     /// Runs the migrations (idempotent).
     pub async fn migrate(&self) -> Result<(), BackendError> {
-        MIGRATOR
-            .run(&self.pool)
+        // A session of its own, outside the pool whose sessions carry the statement
+        // timeout: a migration may take longer.
+        let once = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with((*self.pool.connect_options()).clone())
             .await
-            .map_err(|e| backend_error(B, "migrate", sqlx::Error::Migrate(Box::new(e))))
+            .map_err(|e| backend_error(B, "migrate", e))?;
+        let ran = MIGRATOR
+            .run(&once)
+            .await
+            .map_err(|e| backend_error(B, "migrate", sqlx::Error::Migrate(Box::new(e))));
+        once.close().await;
+        ran
     }
 
     /// The pool.

@@ -70,7 +70,11 @@ impl SqliteStore {
             .map_err(|e| connect_error(B, e))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(if config.sqlite_fsync_each_commit {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         let in_memory = config.url.contains(":memory:");

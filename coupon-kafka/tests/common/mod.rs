@@ -11,7 +11,9 @@ use coupon_testkit::{Service, service, unique_name};
 pub async fn fresh_config() -> Option<KafkaConfig> {
     let brokers = service(Service::Kafka).await?;
     let config = KafkaConfig::new(brokers, unique_name("coupons"));
-    ensure_topics(&config, 3, 1).await.unwrap();
+    ensure_topics(&config, &coupon_kafka::TopicSettings::single_broker(3))
+        .await
+        .unwrap();
     Some(config)
 }
 

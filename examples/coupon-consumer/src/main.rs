@@ -14,7 +14,7 @@ use clap::Parser;
 use coupon_core::{EventLog, IssueGate, Recorder, RecorderConfig};
 use coupon_kafka::{KafkaConfig, KafkaLog, ensure_topics};
 use coupon_redis::{RedisGate, RedisGateConfig};
-use coupon_server::config::parse_kafka_option;
+use coupon_server::config::{KafkaTopicArgs, parse_kafka_option};
 use coupon_server::metrics::{RecorderMetrics, prometheus};
 use coupon_sql::StoreConfig;
 
@@ -28,9 +28,9 @@ struct Config {
     /// The issue-event topic.
     #[arg(long, env = "COUPON_KAFKA_TOPIC", default_value = "coupon-issued")]
     kafka_topic: String,
-    /// Partitions to create the topic with when it does not exist.
-    #[arg(long, env = "COUPON_KAFKA_PARTITIONS", default_value_t = 6)]
-    kafka_partitions: i32,
+    /// How the topics are created when they do not exist.
+    #[command(flatten)]
+    kafka_topics: KafkaTopicArgs,
     /// Extra librdkafka settings, `key=value` separated by commas (for example
     /// `security.protocol=SSL,session.timeout.ms=10000`).
     #[arg(long, env = "COUPON_KAFKA_OPTIONS", value_delimiter = ',', value_parser = parse_kafka_option)]
@@ -71,9 +71,11 @@ async fn main() -> anyhow::Result<()> {
         KafkaConfig::new(config.kafka_brokers.clone(), config.kafka_topic.clone()),
         |c, (k, v)| c.with(k, v),
     );
-    ensure_topics(&kafka_config, config.kafka_partitions, 1)
+    let described = ensure_topics(&kafka_config, &config.kafka_topics.settings()?)
         .await
         .context("creating the topics")?;
+    // The consumer acknowledges nobody: a topic that a broker loss would empty is logged.
+    config.kafka_topics.check(&described[0], false)?;
     let log = KafkaLog::new(kafka_config).context("creating the Kafka client")?;
     let source = log
         .subscribe(&config.group)

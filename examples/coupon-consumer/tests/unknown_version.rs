@@ -14,7 +14,9 @@ async fn an_event_of_an_unknown_version_stops_the_consumer_saying_why() {
     };
     let topic = unique_name("unknown-version");
     let config = KafkaConfig::new(brokers.clone(), topic.clone());
-    ensure_topics(&config, 1, 1).await.unwrap();
+    ensure_topics(&config, &coupon_kafka::TopicSettings::single_broker(1))
+        .await
+        .unwrap();
     let log = KafkaLog::new(config).unwrap();
     log.publish_raw(br#"{"version": 99, "from": "a newer producer"}"#)
         .await

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use coupon_core::memory::{MemoryGate, MemoryLog, MemoryStore};
-use coupon_core::{BatchConfig, BatchingGate, EventLog, IssueGate, IssueStore};
+use coupon_core::{AckMode, BatchConfig, BatchingGate, EventLog, IssueGate, IssueStore};
 use coupon_kafka::{KafkaConfig, KafkaLog, ensure_topics};
 use coupon_redis::{RedisGate, RedisGateConfig};
 use coupon_sql::StoreConfig;
@@ -50,6 +50,7 @@ impl Backends {
     /// Connects what `config` names; what it leaves unset runs in process (the
     /// embedded default: memory gate and log, SQLite store).
     pub async fn connect(config: &ServerConfig) -> anyhow::Result<Self> {
+        config.check_safe()?;
         let store = coupon_sql::connect(&StoreConfig::from_url(config.database_url.clone()))
             .await
             .with_context(|| format!("connecting the store {}", redact(&config.database_url)))?;
@@ -76,10 +77,14 @@ impl Backends {
                     KafkaConfig::new(brokers.clone(), config.kafka_topic.clone()),
                     |c, (k, v)| c.with(k, v),
                 );
-                ensure_topics(&kafka_config, config.kafka_partitions, 1)
+                let described = ensure_topics(&kafka_config, &config.kafka_topics.settings()?)
                     .await
                     .with_context(|| format!("creating the topic {} on {brokers}", config.kafka_topic))?;
+                config
+                    .kafka_topics
+                    .check(&described[0], config.ack_mode() == AckMode::AfterLog)?;
                 let kafka = Arc::new(KafkaLog::new(kafka_config).context("creating the Kafka producer")?);
+                check_consumer_group(&kafka, &config.consumer_group).await?;
                 (kafka.clone(), Some(kafka))
             }
             None => (Arc::new(MemoryLog::new()), None),
@@ -92,6 +97,27 @@ impl Backends {
             store,
         })
     }
+}
+
+/// Refuses a consumer group that has committed nothing while the topic holds events:
+/// the reconciler reads this group's position, and with none it would never release an
+/// admission (F17), which is what a server given another group than its consumers sees.
+async fn check_consumer_group(kafka: &KafkaLog, group: &str) -> anyhow::Result<()> {
+    let progress = kafka
+        .group_progress(group)
+        .await
+        .with_context(|| format!("reading the committed offsets of consumer group {group}"))?;
+    tracing::info!(group, ?progress, "the recorders' consumer group");
+    if progress.never_committed() {
+        anyhow::bail!(
+            "consumer group {group} has committed nothing on topic {}, which holds {} events: the \
+             reconciler would never release an unconfirmed admission. Set COUPON_CONSUMER_GROUP \
+             (--consumer-group) to the group the coupon-consumer processes use, or start them first",
+            kafka.config().topic,
+            progress.retained
+        );
+    }
+    Ok(())
 }
 
 /// `url` without its password, for messages.

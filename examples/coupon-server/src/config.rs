@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use coupon_core::AckMode;
+use coupon_kafka::{TopicDescription, TopicSettings};
 
 /// The secret `--dev` uses. Anyone can read it here: never use it in production.
 pub const DEV_JWT_SECRET: &str = "coupon-dev-secret-do-not-use-in-production";
@@ -73,9 +74,10 @@ pub struct ServerConfig {
     #[arg(long, env = "COUPON_KAFKA_TOPIC", default_value = "coupon-issued", global = true)]
     pub kafka_topic: String,
 
-    /// Partitions to create the topic with when it does not exist.
-    #[arg(long, env = "COUPON_KAFKA_PARTITIONS", default_value_t = 6, global = true)]
-    pub kafka_partitions: i32,
+    /// How the topics are created when they do not exist, and what a described topic
+    /// must have.
+    #[command(flatten)]
+    pub kafka_topics: KafkaTopicArgs,
 
     /// Extra librdkafka settings, `key=value` separated by commas (for example
     /// `security.protocol=SSL,ssl.ca.location=/etc/ca.pem`).
@@ -137,6 +139,107 @@ pub struct ServerConfig {
     /// Longest wait for the log (or store) acknowledgement, in milliseconds.
     #[arg(long, env = "COUPON_ACK_TIMEOUT_MS", default_value_t = 5_000, global = true)]
     pub ack_timeout_ms: u64,
+
+    /// This is the only server issuing from its store. Needed to run the in-memory
+    /// gate (no `COUPON_REDIS_URL`) with a network database or Kafka: several such
+    /// servers would each count the whole stock and together sell it several times.
+    #[arg(long, env = "COUPON_SINGLE_INSTANCE", global = true)]
+    pub single_instance: bool,
+}
+
+/// The Kafka topics' durability, shared by the server and the consumer.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaTopicArgs {
+    /// Partitions to create the topics with when they do not exist.
+    #[arg(long, env = "COUPON_KAFKA_PARTITIONS", default_value_t = 6, global = true)]
+    pub kafka_partitions: i32,
+
+    /// Replicas of each partition when the topics are created (an existing topic is
+    /// described, never altered). Below 2, one broker's lost disk loses acknowledged
+    /// coupons.
+    #[arg(long, env = "COUPON_KAFKA_REPLICATION_FACTOR", default_value_t = 3, global = true)]
+    pub kafka_replication_factor: i32,
+
+    /// `min.insync.replicas` of the topics created: how many copies hold an event
+    /// before the broker acknowledges it.
+    #[arg(long, env = "COUPON_KAFKA_MIN_INSYNC_REPLICAS", default_value_t = 2, global = true)]
+    pub kafka_min_insync_replicas: i32,
+
+    /// A single broker (development, tests): create the topics with one replica and
+    /// accept a topic that has one. An acknowledged coupon then survives a broker
+    /// crash but not the loss of its disk or host.
+    #[arg(long, env = "COUPON_KAFKA_SINGLE_BROKER", global = true)]
+    pub kafka_single_broker: bool,
+}
+
+impl Default for KafkaTopicArgs {
+    fn default() -> Self {
+        Self {
+            kafka_partitions: 6,
+            kafka_replication_factor: 3,
+            kafka_min_insync_replicas: 2,
+            kafka_single_broker: false,
+        }
+    }
+}
+
+impl KafkaTopicArgs {
+    /// The topic settings these flags give.
+    pub fn settings(&self) -> anyhow::Result<TopicSettings> {
+        if self.kafka_single_broker {
+            return Ok(TopicSettings::single_broker(self.kafka_partitions));
+        }
+        let settings = TopicSettings {
+            partitions: self.kafka_partitions,
+            replication_factor: self.kafka_replication_factor,
+            min_insync_replicas: self.kafka_min_insync_replicas,
+        };
+        anyhow::ensure!(
+            settings.partitions >= 1,
+            "COUPON_KAFKA_PARTITIONS={} must be at least 1",
+            settings.partitions
+        );
+        anyhow::ensure!(
+            (1..=settings.replication_factor).contains(&settings.min_insync_replicas),
+            "COUPON_KAFKA_MIN_INSYNC_REPLICAS={} must be between 1 and COUPON_KAFKA_REPLICATION_FACTOR={}",
+            settings.min_insync_replicas,
+            settings.replication_factor
+        );
+        Ok(settings)
+    }
+
+    /// Checks the described event topic: when acknowledgements depend on it (`durable`),
+    /// one that would lose them with one broker is refused, unless this is a single
+    /// broker by choice.
+    pub fn check(&self, topic: &TopicDescription, durable: bool) -> anyhow::Result<()> {
+        tracing::info!(
+            topic = %topic.topic,
+            partitions = topic.partitions,
+            replication_factor = topic.replication_factor,
+            min_insync_replicas = ?topic.min_insync_replicas,
+            "described the Kafka topic"
+        );
+        if topic.survives_one_broker_loss() || self.kafka_single_broker {
+            return Ok(());
+        }
+        let found = format!(
+            "topic {} has replication factor {} and min.insync.replicas {}",
+            topic.topic,
+            topic.replication_factor,
+            topic
+                .min_insync_replicas
+                .map_or("unknown".to_owned(), |n| n.to_string())
+        );
+        if durable {
+            anyhow::bail!(
+                "{found}: losing one broker's disk would lose coupons already acknowledged with after-log. \
+                 Raise them (kafka-topics --alter / kafka-configs), or set COUPON_KAFKA_SINGLE_BROKER=true \
+                 (--kafka-single-broker) if this single broker is what you want"
+            );
+        }
+        tracing::warn!("{found}: one broker's lost disk loses events not yet stored");
+        Ok(())
+    }
 }
 
 fn parse_ack(s: &str) -> Result<AckMode, String> {
@@ -162,7 +265,7 @@ impl ServerConfig {
             redis_url: None,
             kafka_brokers: None,
             kafka_topic: "coupon-issued".into(),
-            kafka_partitions: 6,
+            kafka_topics: KafkaTopicArgs::default(),
             kafka_options: Vec::new(),
             consumer_group: "coupon-recorder".into(),
             database_url: "sqlite://coupon.db?mode=rwc".into(),
@@ -173,7 +276,39 @@ impl ServerConfig {
             reconcile_secs: 30,
             reconcile_grace_secs: 60,
             ack_timeout_ms: 5_000,
+            single_instance: false,
         }
+    }
+
+    /// Refuses combinations that would break a promise, each with the setting that
+    /// fixes it (checked before anything connects).
+    pub fn check_safe(&self) -> anyhow::Result<()> {
+        if self.ack == Some(AckMode::AfterLog) && self.kafka_brokers.is_none() {
+            anyhow::bail!(
+                "COUPON_ACK=after-log needs a durable log, and COUPON_KAFKA_BROKERS is not set: the in-memory \
+                 log would lose acknowledged coupons on a crash. Set COUPON_KAFKA_BROKERS, or use \
+                 COUPON_ACK=after-store"
+            );
+        }
+        let shared = if self.kafka_brokers.is_some() {
+            Some("Kafka")
+        } else if self.database_url.starts_with("sqlite:") {
+            None
+        } else {
+            Some("a network database")
+        };
+        if let (None, Some(shared), false) = (&self.redis_url, shared, self.single_instance) {
+            anyhow::bail!(
+                "COUPON_REDIS_URL is not set, so this server would count stock in its own memory, while it \
+                 uses {shared} that other servers can share: each would sell the whole stock. Set \
+                 COUPON_REDIS_URL to the shared Redis gate, or COUPON_SINGLE_INSTANCE=true \
+                 (--single-instance) if this is the only server"
+            );
+        }
+        if self.kafka_brokers.is_some() {
+            self.kafka_topics.settings()?;
+        }
+        Ok(())
     }
 
     /// The JWT secret to use: the configured one, or the development secret with

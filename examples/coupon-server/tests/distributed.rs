@@ -32,6 +32,7 @@ async fn scenario(database: Service) {
         ("COUPON_KAFKA_BROKERS", kafka.clone()),
         ("COUPON_KAFKA_TOPIC", topic.clone()),
         ("COUPON_KAFKA_PARTITIONS", "4".to_owned()),
+        ("COUPON_KAFKA_SINGLE_BROKER", "true".to_owned()),
         ("COUPON_CONSUMER_GROUP", group.clone()),
         ("COUPON_DATABASE_URL", db.clone()),
         ("COUPON_REDIS_URL", redis.clone()),
