@@ -292,6 +292,10 @@ impl IssueGate for BatchingGate {
     async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
         self.inner.close(campaign_id).await
     }
+
+    async fn forget(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
+        self.inner.forget(campaign_id).await
+    }
 }
 
 #[cfg(test)]

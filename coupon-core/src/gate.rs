@@ -137,7 +137,16 @@ pub trait IssueGate: Send + Sync + 'static {
     /// fenced by the issuer).
     async fn fence(&self, campaign_id: &CampaignId) -> Result<(), BackendError>;
 
-    /// Forgets the campaign (stock, holders, ledger). Afterwards admissions answer
-    /// [`Admission::NotOpen`].
+    /// Closes the campaign for good: afterwards admissions answer
+    /// [`Admission::Closed`] on every server whatever its cache says, holders and
+    /// ledger are freed, and neither [`IssueGate::open`] nor [`IssueGate::restore`]
+    /// re-creates it (a restore is refused as `Rejected`).
     async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError>;
+
+    /// Drops everything the gate holds for the campaign (stock, holders, ledger,
+    /// numbering), as losing the gate's data would; admissions then answer
+    /// [`Admission::NotOpen`] until a sync ([`crate::CampaignService::sync`]) rebuilds
+    /// it from the store. For rebuilding a damaged gate, and for tests of data loss.
+    /// A closed campaign stays closed.
+    async fn forget(&self, campaign_id: &CampaignId) -> Result<(), BackendError>;
 }

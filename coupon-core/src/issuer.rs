@@ -243,7 +243,14 @@ impl Issuer {
             // the campaign: it lost it. Fail closed rather than tell users "not open".
             // Or the store proved the gate went back in time and it was fenced until a sync.
             Admission::NotOpen | Admission::Fenced => return Err(Error::GateLost { id: *campaign_id }),
-            Admission::Closed => return Ok(IssueOutcome::Closed),
+            Admission::Closed => {
+                // Closed by another server (its close reached the gate, not this cache):
+                // read the campaign again rather than wait out the TTL.
+                if campaign.state == crate::CampaignState::Open {
+                    self.cache.invalidate(campaign_id);
+                }
+                return Ok(IssueOutcome::Closed);
+            }
         };
 
         let event = IssueEvent::for_admission(&campaign, coupon_id, user_id.clone(), nth, now).with_admission_seq(seq);

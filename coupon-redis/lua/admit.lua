@@ -9,7 +9,8 @@
 -- the store refuses a number twice, which is how a gate gone back in time is found.
 -- Returns a flat array, four integers per admission: status, nth, remaining, seq
 --   status 0 admitted, 1 already issued, 2 sold out, 3 not open, 4 closed (window over),
---   5 fenced (the campaign waits for a sync: meta field `fenced`)
+--   5 fenced (the campaign waits for a sync: meta field `fenced`); a campaign closed in
+--   the gate (meta field `closed`, close.lua) answers 4 as well
 local n = (#ARGV - 1) / 2
 local out = {}
 local function all(status)
@@ -21,7 +22,10 @@ local function all(status)
   end
   return out
 end
-local meta = redis.call('HMGET', KEYS[1], 'stock', 'limit', 'start', 'end', 'seq', 'fenced')
+local meta = redis.call('HMGET', KEYS[1], 'stock', 'limit', 'start', 'end', 'seq', 'fenced', 'closed')
+if meta[7] then
+  return all(4)
+end
 if not meta[1] then
   return all(3)
 end

@@ -9,6 +9,10 @@
 -- ARGV: total, per_user_limit, starts_at_ms, ends_at_ms, expire_at_ms, seq_floor, last,
 --   then pairs user, nth (every stored slot)
 -- Returns {created, users_restored, stock_taken, remaining, unfenced}
+if redis.call('HEXISTS', KEYS[1], 'closed') == 1 then
+  -- A close landed after the sync read the campaign as open (F13).
+  return redis.error_reply('COUPONCLOSED the campaign is closed; a sync cannot re-create its gate')
+end
 local created = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local time = redis.call('TIME')

@@ -24,6 +24,8 @@ fn classify(e: &RedisError) -> ErrorKind {
         K::Server(S::Moved | S::Ask | S::TryAgain | S::ClusterDown | S::MasterDown | S::ReadOnly | S::BusyLoading)
         | K::ClusterConnectionNotFound => ErrorKind::Unavailable,
         K::AuthenticationFailed | K::InvalidClientConfig | K::Server(S::NoPerm) => ErrorKind::Rejected,
+        // The scripts' own refusals: retrying the same call cannot help.
+        K::Extension if matches!(e.code(), Some("COUPONCLOSED" | "COUPONEXPIRED")) => ErrorKind::Rejected,
         K::Server(S::NoScript) => ErrorKind::Unavailable,
         // Codes redis-rs does not name. Each is a refusal before the script wrote
         // anything: BUSY (another script is over its time limit), OOM (maxmemory

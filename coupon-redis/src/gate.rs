@@ -417,12 +417,25 @@ impl IssueGate for RedisGate {
         Ok(())
     }
 
+    async fn forget(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
+        let keys = self.keys(campaign_id);
+        let mut conn = self.conn.clone();
+        let _forgotten: i64 = self
+            .run("forget", scripts::FORGET.call(&keys.all()).run(&mut conn))
+            .await?;
+        Ok(())
+    }
+
     async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
         let keys = self.keys(campaign_id);
         let mut conn = self.conn.clone();
-        // UNLINK, not DEL: a sold-out campaign's holder hash and ledger hold one entry per
-        // coupon, and freeing them inline would block Redis for far longer than a timeout.
-        let _deleted: u64 = self.run("close", conn.unlink(&keys.all()[..])).await?;
+        let tombstone_ms = u64::try_from(self.config.expiry_grace.as_millis()).unwrap_or(u64::MAX / 4);
+        let _closed: i64 = self
+            .run(
+                "close",
+                scripts::CLOSE.call(&keys.all()).arg(tombstone_ms.max(1)).run(&mut conn),
+            )
+            .await?;
         Ok(())
     }
 }

@@ -79,5 +79,9 @@ pub static ADMIT: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(include_
 pub static RELEASE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(include_str!("../lua/release.lua")));
 /// `lua/restore.lua`.
 pub static RESTORE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(include_str!("../lua/restore.lua")));
+/// `lua/forget.lua`.
+pub static FORGET: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(include_str!("../lua/forget.lua")));
+/// `lua/close.lua`.
+pub static CLOSE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(include_str!("../lua/close.lua")));
 /// `lua/fence.lua`.
 pub static FENCE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(include_str!("../lua/fence.lua")));

@@ -43,8 +43,22 @@ async fn keys_expire_after_the_window_plus_grace_and_close_deletes_them() {
         assert_eq!(at, expected, "{key} expires at the end of the window plus grace");
     }
     gate.close(&c.id).await.unwrap();
-    for key in keys.all() {
+    // Holders and ledger are freed at close; meta stays, marked closed, until its expiry.
+    for key in [&keys.holds, &keys.ledger] {
         let exists: bool = redis::cmd("EXISTS").arg(key).query_async(&mut conn).await.unwrap();
         assert!(!exists, "{key} deleted at close");
     }
+    let closed: Option<String> = redis::cmd("HGET")
+        .arg(&keys.meta)
+        .arg("closed")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(closed.as_deref(), Some("1"));
+    let at: i64 = redis::cmd("PEXPIRETIME")
+        .arg(&keys.meta)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(at, expected, "meta keeps its expiry");
 }

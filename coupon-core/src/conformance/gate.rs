@@ -282,13 +282,16 @@ pub async fn numbers_admissions_and_fences_until_restore(gate: Arc<dyn IssueGate
     );
 }
 
-/// Close forgets everything; the campaign then answers not open.
-pub async fn close_forgets_the_campaign(gate: Arc<dyn IssueGate>) {
+/// F13: close is final. Admissions answer closed (410, not 409 `not_open`), holders and
+/// ledger are freed, and neither open nor restore (a sync that read the campaign as open
+/// just before the close) re-creates it. A campaign the gate never held, closed, answers
+/// closed as well. Forget (a loss of data) differs: not open until a sync rebuilds it.
+pub async fn close_is_final(gate: Arc<dyn IssueGate>) {
     let c = open_campaign(5, 1);
     gate.open(&c.gate_spec()).await.unwrap();
     admitted(admit(&*gate, &c.id, &user(&c.id, 0), now_ms()).await);
     gate.close(&c.id).await.unwrap();
-    assert_eq!(gate.counts(&c.id).await.unwrap(), None);
+    assert_eq!(gate.counts(&c.id).await.unwrap().map_or(0, |n| n.pending), 0);
     assert!(gate.holding(&c.id, &user(&c.id, 0)).await.unwrap().is_empty());
     assert!(
         gate.reservations(&c.id, now_ms() + Duration::days(1), 10)
@@ -296,11 +299,41 @@ pub async fn close_forgets_the_campaign(gate: Arc<dyn IssueGate>) {
             .unwrap()
             .is_empty()
     );
+    assert_eq!(admit(&*gate, &c.id, &user(&c.id, 1), now_ms()).await, Admission::Closed);
+    let e = gate
+        .restore(&c.gate_spec(), &[(user(&c.id, 0), 1)], 1)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, crate::ErrorKind::Rejected, "{e}");
+    assert!(e.to_string().contains("closed"), "{e}");
+    gate.open(&c.gate_spec()).await.unwrap();
+    assert_eq!(admit(&*gate, &c.id, &user(&c.id, 2), now_ms()).await, Admission::Closed);
+    gate.forget(&c.id).await.unwrap();
+    assert_eq!(admit(&*gate, &c.id, &user(&c.id, 3), now_ms()).await, Admission::Closed);
+    gate.close(&c.id).await.unwrap();
+
+    let never_held = open_campaign(5, 1);
+    gate.close(&never_held.id).await.unwrap();
     assert_eq!(
-        admit(&*gate, &c.id, &user(&c.id, 1), now_ms()).await,
+        admit(&*gate, &never_held.id, &user(&never_held.id, 0), now_ms()).await,
+        Admission::Closed
+    );
+    assert!(gate.restore(&never_held.gate_spec(), &[], 0).await.is_err());
+
+    let lost = open_campaign(5, 1);
+    gate.open(&lost.gate_spec()).await.unwrap();
+    admitted(admit(&*gate, &lost.id, &user(&lost.id, 0), now_ms()).await);
+    gate.forget(&lost.id).await.unwrap();
+    assert_eq!(gate.counts(&lost.id).await.unwrap(), None);
+    assert_eq!(
+        admit(&*gate, &lost.id, &user(&lost.id, 1), now_ms()).await,
         Admission::NotOpen
     );
-    gate.close(&c.id).await.unwrap();
+    let report = gate
+        .restore(&lost.gate_spec(), &[(user(&lost.id, 0), 1)], 1)
+        .await
+        .unwrap();
+    assert!(report.created && report.stock_taken == 1, "{report:?}");
 }
 
 /// The batch form answers each request as if admitted one by one, in order.

@@ -214,6 +214,10 @@ impl IssueGate for StallingGate {
     async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
         self.inner.close(campaign_id).await
     }
+
+    async fn forget(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
+        self.inner.forget(campaign_id).await
+    }
 }
 
 /// F1: two reconcilers read the same page; one releases the orphan, the user is admitted
@@ -358,6 +362,33 @@ pub async fn f3_a_server_clock_behind_does_not_age_its_admissions(
     rig.check_invariants(&c, &[coupon.id]).await;
 }
 
+/// F13: a close made on another server reaches this one through the gate: its issuer,
+/// whose cache still says open, answers closed (410), not "not open" (409) or "gate
+/// lost"; and a sync that read the campaign as open just before the close cannot
+/// re-create its gate. Events already on their way are still stored.
+pub async fn f13_a_close_elsewhere_is_final_here_and_a_late_sync_cannot_undo_it(
+    gate: Arc<dyn IssueGate>,
+    store: Arc<dyn IssueStore>,
+) {
+    let mut rig = Rig::new(gate, store).await;
+    let c = rig.campaign(10, 1).await;
+    let in_flight = issued(rig.issue(&c, &user(&c.id, 0)).await);
+    // The other server: its own campaign service (and cache), same gate and store.
+    let elsewhere = crate::CampaignService::new(rig.store.clone(), rig.gate.clone(), rig.reconciler(rig.gate.clone()));
+    elsewhere.close(&c.id).await.unwrap();
+    assert_eq!(rig.issue(&c, &user(&c.id, 1)).await, IssueOutcome::Closed);
+    assert_eq!(rig.issue(&c, &user(&c.id, 2)).await, IssueOutcome::Closed);
+    let drained = rig.recorder.drain().await;
+    assert_eq!(drained.stored, 1, "{drained:?}");
+    // `c` is the campaign as read before the close: open.
+    let now = rig.gate.clock().await.unwrap();
+    let e = rig.reconciler(rig.gate.clone()).sync(&c, now).await.unwrap_err();
+    assert!(e.to_string().contains("closed"), "{e}");
+    assert_eq!(rig.issue(&c, &user(&c.id, 3)).await, IssueOutcome::Closed);
+    rig.check_invariants(&c, &[in_flight.id]).await;
+    assert_eq!(rig.store.issued_count(&c.id).await.unwrap(), 1);
+}
+
 /// F6: a gate that lost its state (here: forgotten and opened afresh) admits beyond the
 /// stock; the store never stores more than the stock, and says so per event.
 pub async fn f6_the_store_caps_a_gate_that_lost_its_state(gate: Arc<dyn IssueGate>, store: Arc<dyn IssueStore>) {
@@ -370,7 +401,7 @@ pub async fn f6_the_store_caps_a_gate_that_lost_its_state(gate: Arc<dyn IssueGat
     rig.recorder.drain().await;
     // Redis lost everything and the campaign was opened again from scratch (numbering on
     // where it was, so that the stock guard, not the number fence, is what refuses).
-    rig.gate.close(&c.id).await.unwrap();
+    rig.gate.forget(&c.id).await.unwrap();
     rig.gate.restore(&c.gate_spec(), &[], 3).await.unwrap();
     for i in 3..6 {
         issued(rig.issue(&c, &user(&c.id, i)).await);
@@ -396,7 +427,7 @@ pub async fn f4_a_gate_gone_back_in_time_is_fenced_until_a_sync(gate: Arc<dyn Is
     }
     rig.recorder.drain().await;
     // Back to the snapshot: users 0 and 1 hold, two numbers given.
-    rig.gate.close(&c.id).await.unwrap();
+    rig.gate.forget(&c.id).await.unwrap();
     let snapshot: Vec<_> = (0..2).map(|i| (user(&c.id, i), 1)).collect();
     rig.gate.restore(&c.gate_spec(), &snapshot, 2).await.unwrap();
     // A new user takes number 3 again; user 3, whose coupon is stored, is admitted again.
@@ -792,6 +823,7 @@ macro_rules! protocol_conformance {
                 f3_a_server_clock_behind_does_not_age_its_admissions,
                 f4_a_gate_gone_back_in_time_is_fenced_until_a_sync,
                 f6_the_store_caps_a_gate_that_lost_its_state,
+                f13_a_close_elsewhere_is_final_here_and_a_late_sync_cannot_undo_it,
                 f10_a_replayed_dead_letter_cannot_be_sold_twice,
             ]
         );

@@ -111,7 +111,7 @@ macro_rules! gate_conformance {
                 restore_rebuilds_a_lost_campaign,
                 restore_only_adds,
                 numbers_admissions_and_fences_until_restore,
-                close_forgets_the_campaign,
+                close_is_final,
                 admit_many_answers_in_order,
                 concurrent_admissions_never_oversell,
                 campaigns_are_independent,

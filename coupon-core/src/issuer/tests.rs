@@ -157,6 +157,9 @@ impl IssueGate for HangingGate {
     async fn close(&self, _: &CampaignId) -> Result<(), BackendError> {
         unreachable!()
     }
+    async fn forget(&self, _: &CampaignId) -> Result<(), BackendError> {
+        unreachable!()
+    }
 }
 
 #[tokio::test(start_paused = true)]

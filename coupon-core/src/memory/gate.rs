@@ -1,6 +1,6 @@
 //! [`MemoryGate`]: the gate in process memory.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
@@ -18,6 +18,9 @@ use crate::gate::{AdmitRequest, GateCounts, IssueGate, RestoreReport};
 #[derive(Debug, Default, Clone)]
 pub struct MemoryGate {
     campaigns: Arc<RwLock<HashMap<CampaignId, Arc<Mutex<CampaignGate>>>>>,
+    // Closed for good: admissions answer `Closed`, and neither open nor restore
+    // re-creates them.
+    closed: Arc<RwLock<HashSet<CampaignId>>>,
 }
 
 #[derive(Debug)]
@@ -109,6 +112,10 @@ impl MemoryGate {
         Self::default()
     }
 
+    fn is_closed(&self, id: &CampaignId) -> bool {
+        self.closed.read().expect("closed set lock").contains(id)
+    }
+
     fn campaign(&self, id: &CampaignId) -> Option<Arc<Mutex<CampaignGate>>> {
         self.campaigns.read().expect("gate map lock").get(id).cloned()
     }
@@ -121,6 +128,9 @@ impl IssueGate for MemoryGate {
     }
 
     async fn open(&self, campaign: &GateCampaign) -> Result<(), BackendError> {
+        if self.is_closed(&campaign.id) {
+            return Ok(());
+        }
         self.campaigns
             .write()
             .expect("gate map lock")
@@ -138,6 +148,7 @@ impl IssueGate for MemoryGate {
     ) -> Result<Admission, BackendError> {
         Ok(match self.campaign(campaign_id) {
             Some(c) => c.lock().expect("campaign lock").admit(user_id, coupon_id, now),
+            None if self.is_closed(campaign_id) => Admission::Closed,
             None => Admission::NotOpen,
         })
     }
@@ -225,6 +236,15 @@ impl IssueGate for MemoryGate {
         holders: &[(UserId, u32)],
         seq_floor: u64,
     ) -> Result<RestoreReport, BackendError> {
+        if self.is_closed(&campaign.id) {
+            return Err(BackendError::new(
+                crate::error::Component::Gate,
+                "memory",
+                "restore",
+                crate::error::ErrorKind::Rejected,
+                "the campaign is closed; a sync cannot re-create its gate",
+            ));
+        }
         let (c, created) = {
             let mut map = self.campaigns.write().expect("gate map lock");
             match map.get(&campaign.id) {
@@ -264,7 +284,14 @@ impl IssueGate for MemoryGate {
         Ok(())
     }
 
+    async fn forget(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
+        self.campaigns.write().expect("gate map lock").remove(campaign_id);
+        Ok(())
+    }
+
     async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
+        // Marked closed before it is forgotten: no instant where it is neither.
+        self.closed.write().expect("closed set lock").insert(*campaign_id);
         self.campaigns.write().expect("gate map lock").remove(campaign_id);
         Ok(())
     }

@@ -219,6 +219,10 @@ impl IssueGate for MeteredGate {
     async fn close(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
         self.0.close(campaign_id).await
     }
+
+    async fn forget(&self, campaign_id: &CampaignId) -> Result<(), BackendError> {
+        self.0.forget(campaign_id).await
+    }
 }
 
 /// An [`EventLog`] that times publishes (`coupon_log_publish_seconds`).
