@@ -436,15 +436,39 @@ pub(crate) fn campaign_ids(events: &[IssueEvent]) -> Vec<CampaignId> {
 }
 
 /// Why a redemption that updated nothing was refused ([`Coupon::redemption_refusal`]).
-pub(crate) fn explain_refusal(coupon: Option<(Coupon, Option<i64>)>, r: &Redemption) -> RedeemOutcome {
+pub(crate) fn explain_refusal(coupon: Option<(Coupon, Option<i64>)>, r: &Redemption) -> Option<RedeemOutcome> {
     let Some((coupon, min_order_amount)) = coupon else {
-        return RedeemOutcome::NotFound;
+        return Some(RedeemOutcome::NotFound);
     };
     let min = min_order_amount.map(|m| u64::try_from(m).unwrap_or(0));
-    // Everything holds now, so a concurrent redemption won the race.
-    coupon
-        .redemption_refusal(r, min)
-        .unwrap_or(RedeemOutcome::AlreadyRedeemed)
+    // `None`: redeemable now, so the update ran before the recorder stored the coupon.
+    coupon.redemption_answer(r, min)
+}
+
+/// Tries a redemption until its answer is decided: an attempt that finds the coupon
+/// redeemable after its update matched nothing (the coupon was stored in between) runs
+/// again, rather than telling the user "already redeemed" (F16).
+pub(crate) async fn redeem_until_decided<F, Fut>(
+    backend: &'static str,
+    mut attempt: F,
+) -> Result<RedeemOutcome, BackendError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<RedeemOutcome>, BackendError>>,
+{
+    const ATTEMPTS: usize = 3;
+    for _ in 0..ATTEMPTS {
+        if let Some(answer) = attempt().await? {
+            return Ok(answer);
+        }
+    }
+    Err(BackendError::new(
+        Component::Store,
+        backend,
+        "redeem",
+        ErrorKind::Unavailable,
+        format!("the coupon changed under each of {ATTEMPTS} attempts; nothing was redeemed"),
+    ))
 }
 
 /// The states a campaign may move to `state` from, as column values.

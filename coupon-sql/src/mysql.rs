@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::common::{
     BatchPlan, CampaignColumns, CouponColumns, LockedCampaign, amount, backend_error, campaign_ids, check_campaign,
-    count, explain_refusal, key_ids, seq_of, void_outcomes,
+    count, explain_refusal, key_ids, redeem_until_decided, seq_of, void_outcomes,
 };
 use crate::config::{StoreConfig, connect_error};
 
@@ -155,6 +155,33 @@ impl MySqlStore {
     /// The pool.
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
+    }
+
+    /// One redemption attempt; `None` when undecided (see [`redeem_until_decided`]).
+    async fn redeem_once(&self, r: &Redemption) -> Result<Option<RedeemOutcome>, BackendError> {
+        let done = sqlx::query(
+            "UPDATE coupon_coupons c JOIN coupon_campaigns k ON k.id = c.campaign_id \
+             SET c.state = 'redeemed', c.redeemed_at = ?, c.order_id = ? \
+             WHERE c.id = ? AND c.user_id = ? AND c.state = 'issued' AND c.issued_at <= ? AND c.valid_until > ? \
+               AND ? >= COALESCE(k.min_order_amount, 0)",
+        )
+        .bind(r.at)
+        .bind(&r.order_id)
+        .bind(r.coupon_id.as_uuid())
+        .bind(r.user_id.as_str())
+        .bind(r.at)
+        .bind(r.at)
+        .bind(amount(r.order_amount))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| backend_error(B, "redeem", e))?;
+        let found = self.coupon_with_min(&r.coupon_id).await?;
+        if done.rows_affected() == 1
+            && let Some((coupon, _)) = found
+        {
+            return Ok(Some(RedeemOutcome::Redeemed { coupon }));
+        }
+        Ok(explain_refusal(found, r))
     }
 
     /// Inserts `chunk` (distinct coupon ids) tagged with `token`; the ids it wrote (on
@@ -511,29 +538,7 @@ impl IssueStore for MySqlStore {
     }
 
     async fn redeem(&self, r: &Redemption) -> Result<RedeemOutcome, BackendError> {
-        let done = sqlx::query(
-            "UPDATE coupon_coupons c JOIN coupon_campaigns k ON k.id = c.campaign_id \
-             SET c.state = 'redeemed', c.redeemed_at = ?, c.order_id = ? \
-             WHERE c.id = ? AND c.user_id = ? AND c.state = 'issued' AND c.issued_at <= ? AND c.valid_until > ? \
-               AND ? >= COALESCE(k.min_order_amount, 0)",
-        )
-        .bind(r.at)
-        .bind(&r.order_id)
-        .bind(r.coupon_id.as_uuid())
-        .bind(r.user_id.as_str())
-        .bind(r.at)
-        .bind(r.at)
-        .bind(amount(r.order_amount))
-        .execute(&self.pool)
-        .await
-        .map_err(|e| backend_error(B, "redeem", e))?;
-        let found = self.coupon_with_min(&r.coupon_id).await?;
-        if done.rows_affected() == 1
-            && let Some((coupon, _)) = found
-        {
-            return Ok(RedeemOutcome::Redeemed { coupon });
-        }
-        Ok(explain_refusal(found, r))
+        redeem_until_decided(B, || self.redeem_once(r)).await
     }
 
     async fn open_campaigns(&self) -> Result<Vec<CampaignId>, BackendError> {

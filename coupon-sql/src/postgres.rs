@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::common::{
     BatchPlan, CampaignColumns, CouponColumns, LockedCampaign, amount, backend_error, campaign_ids, check_campaign,
-    count, explain_refusal, key_ids, seq_of, void_outcomes,
+    count, explain_refusal, key_ids, redeem_until_decided, seq_of, void_outcomes,
 };
 use crate::config::StoreConfig;
 
@@ -72,6 +72,39 @@ impl PgStore {
     /// Wraps an existing pool.
     pub fn from_pool(pool: PgPool) -> Self {
         Self { pool }
+    }
+
+    /// One redemption attempt; `None` when undecided (see [`redeem_until_decided`]).
+    async fn redeem_once(&self, r: &Redemption) -> Result<Option<RedeemOutcome>, BackendError> {
+        let updated = sqlx::query(REDEEM.as_str())
+            .bind(r.coupon_id.as_uuid())
+            .bind(r.user_id.as_str())
+            .bind(r.at)
+            .bind(&r.order_id)
+            .bind(amount(r.order_amount))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "redeem", e))?;
+        if let Some(row) = updated {
+            return Ok(Some(RedeemOutcome::Redeemed {
+                coupon: coupon_from_row(&row)?,
+            }));
+        }
+        let row = sqlx::query(COUPON_WITH_MIN.as_str())
+            .bind(r.coupon_id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| backend_error(B, "redeem", e))?;
+        let found = match row {
+            Some(row) => {
+                let min: Option<i64> = row
+                    .try_get("min_order_amount")
+                    .map_err(|e| backend_error(B, "redeem", e))?;
+                Some((coupon_from_row(&row)?, min))
+            }
+            None => None,
+        };
+        Ok(explain_refusal(found, r))
     }
 
     /// Runs the migrations (idempotent).
@@ -416,35 +449,7 @@ impl IssueStore for PgStore {
     }
 
     async fn redeem(&self, r: &Redemption) -> Result<RedeemOutcome, BackendError> {
-        let updated = sqlx::query(REDEEM.as_str())
-            .bind(r.coupon_id.as_uuid())
-            .bind(r.user_id.as_str())
-            .bind(r.at)
-            .bind(&r.order_id)
-            .bind(amount(r.order_amount))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| backend_error(B, "redeem", e))?;
-        if let Some(row) = updated {
-            return Ok(RedeemOutcome::Redeemed {
-                coupon: coupon_from_row(&row)?,
-            });
-        }
-        let row = sqlx::query(COUPON_WITH_MIN.as_str())
-            .bind(r.coupon_id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| backend_error(B, "redeem", e))?;
-        let found = match row {
-            Some(row) => {
-                let min: Option<i64> = row
-                    .try_get("min_order_amount")
-                    .map_err(|e| backend_error(B, "redeem", e))?;
-                Some((coupon_from_row(&row)?, min))
-            }
-            None => None,
-        };
-        Ok(explain_refusal(found, r))
+        redeem_until_decided(B, || self.redeem_once(r)).await
     }
 
     async fn open_campaigns(&self) -> Result<Vec<CampaignId>, BackendError> {

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::common::{
     BatchPlan, CampaignColumns, CouponColumns, LockedCampaign, amount, backend_error, campaign_ids, check_campaign,
-    corrupt, count, explain_refusal, key_ids, seq_of, void_outcomes,
+    corrupt, count, explain_refusal, key_ids, redeem_until_decided, seq_of, void_outcomes,
 };
 use crate::config::{StoreConfig, connect_error};
 
@@ -103,6 +103,33 @@ impl SqliteStore {
     /// The pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// One redemption attempt; `None` when undecided (see [`redeem_until_decided`]).
+    async fn redeem_once(&self, r: &Redemption) -> Result<Option<RedeemOutcome>, BackendError> {
+        let at = micros(r.at);
+        let updated = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE coupon_coupons SET state = 'redeemed', redeemed_at = ?, order_id = ? \
+             WHERE id = ? AND user_id = ? AND state = 'issued' AND issued_at <= ? AND valid_until > ? \
+               AND ? >= COALESCE((SELECT min_order_amount FROM coupon_campaigns k WHERE k.id = coupon_coupons.campaign_id), 0) \
+             RETURNING {COUPON_COLUMNS}"
+        )))
+        .bind(at)
+        .bind(&r.order_id)
+        .bind(r.coupon_id.as_uuid())
+        .bind(r.user_id.as_str())
+        .bind(at)
+        .bind(at)
+        .bind(amount(r.order_amount))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| backend_error(B, "redeem", e))?;
+        if let Some(row) = updated {
+            return Ok(Some(RedeemOutcome::Redeemed {
+                coupon: coupon_from_row(&row)?,
+            }));
+        }
+        Ok(explain_refusal(self.coupon_with_min(&r.coupon_id).await?, r))
     }
 
     /// Every campaign id, oldest first (the embedded server restores open ones at start).
@@ -450,29 +477,7 @@ impl IssueStore for SqliteStore {
     }
 
     async fn redeem(&self, r: &Redemption) -> Result<RedeemOutcome, BackendError> {
-        let at = micros(r.at);
-        let updated = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE coupon_coupons SET state = 'redeemed', redeemed_at = ?, order_id = ? \
-             WHERE id = ? AND user_id = ? AND state = 'issued' AND issued_at <= ? AND valid_until > ? \
-               AND ? >= COALESCE((SELECT min_order_amount FROM coupon_campaigns k WHERE k.id = coupon_coupons.campaign_id), 0) \
-             RETURNING {COUPON_COLUMNS}"
-        )))
-        .bind(at)
-        .bind(&r.order_id)
-        .bind(r.coupon_id.as_uuid())
-        .bind(r.user_id.as_str())
-        .bind(at)
-        .bind(at)
-        .bind(amount(r.order_amount))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| backend_error(B, "redeem", e))?;
-        if let Some(row) = updated {
-            return Ok(RedeemOutcome::Redeemed {
-                coupon: coupon_from_row(&row)?,
-            });
-        }
-        Ok(explain_refusal(self.coupon_with_min(&r.coupon_id).await?, r))
+        redeem_until_decided(B, || self.redeem_once(r)).await
     }
 
     async fn open_campaigns(&self) -> Result<Vec<CampaignId>, BackendError> {

@@ -262,10 +262,27 @@ pub async fn redeem_outcomes(store: Arc<dyn IssueStore>) {
         }
         other => panic!("expected a redemption, got {other:?}"),
     }
+    // F16: the same order again (its answer was lost): the same success, unchanged.
+    match store
+        .redeem(&r(e_min.coupon_id, &u, 10_000, at + Duration::seconds(5)))
+        .await
+        .unwrap()
+    {
+        RedeemOutcome::Redeemed { coupon } => {
+            assert_eq!(coupon.redeemed_at, Some(at), "the first redemption's time");
+            assert_eq!(coupon.order_id.as_deref(), Some("order-1"));
+        }
+        other => panic!("a retry of the same order is the same success, got {other:?}"),
+    }
+    let mut other_order = r(e_min.coupon_id, &u, 10_000, at);
+    other_order.order_id = "order-2".into();
     assert_eq!(
-        store.redeem(&r(e_min.coupon_id, &u, 10_000, at)).await.unwrap(),
+        store.redeem(&other_order).await.unwrap(),
         RedeemOutcome::AlreadyRedeemed
     );
+    let mut strangers_retry = r(e_min.coupon_id, &stranger, 10_000, at);
+    strangers_retry.order_id = "order-1".into();
+    assert_eq!(store.redeem(&strangers_retry).await.unwrap(), RedeemOutcome::NotFound);
     let stored = store.coupon(&e_min.coupon_id).await.unwrap().unwrap();
     assert_eq!(stored.state, CouponState::Redeemed);
     assert_eq!(
@@ -304,6 +321,54 @@ pub async fn concurrent_redemptions_have_one_winner(store: Arc<dyn IssueStore>) 
         }
     }
     assert_eq!((won, refused), (1, 63));
+}
+
+/// F16: a user redeeming a coupon while the recorder stores it (the answer "issued" came
+/// first, the row a moment later) hears "not found" before the row exists and
+/// "redeemed" after, never "already redeemed": nobody else redeemed it.
+pub async fn a_redemption_racing_the_coupon_being_stored_is_never_told_already_redeemed(store: Arc<dyn IssueStore>) {
+    let c = stored_campaign(&*store, 200, 1).await;
+    let at = now_ms() + Duration::seconds(1);
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            let e = event(&c, &user(&c.id, i), 1, now_ms());
+            tokio::spawn(async move {
+                let r = Redemption {
+                    coupon_id: e.coupon_id,
+                    user_id: e.user_id.clone(),
+                    order_id: format!("order-{i}"),
+                    order_amount: 100,
+                    at,
+                };
+                let recorder = {
+                    let store = store.clone();
+                    tokio::spawn(async move { store.record(std::slice::from_ref(&e)).await.unwrap() })
+                };
+                let mut answers = Vec::new();
+                loop {
+                    let stored = recorder.is_finished();
+                    let answer = store.redeem(&r).await.unwrap();
+                    let done = !matches!(answer, RedeemOutcome::NotFound);
+                    assert!(done || !stored, "stored, yet not found");
+                    answers.push(answer);
+                    if done {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                recorder.await.unwrap();
+                answers
+            })
+        })
+        .collect();
+    for t in tasks {
+        let answers = t.await.unwrap();
+        match answers.last() {
+            Some(RedeemOutcome::Redeemed { .. }) => {}
+            other => panic!("expected redeemed after {} attempts, got {other:?}", answers.len()),
+        }
+    }
 }
 
 /// Holders list every stored slot; stored_keys answers per admission (coupon id).

@@ -160,6 +160,7 @@ macro_rules! store_conformance {
                 coupons_of_user_newest_first,
                 redeem_outcomes,
                 concurrent_redemptions_have_one_winner,
+                a_redemption_racing_the_coupon_being_stored_is_never_told_already_redeemed,
                 holders_and_stored_keys,
                 void_fences_off_late_events,
                 void_and_record_race_one_wins,

@@ -79,6 +79,21 @@ impl Coupon {
     /// Why `redemption` cannot redeem this coupon, checked in the order every store
     /// answers: not the owner (told apart from nothing), already redeemed, not yet valid,
     /// expired, below the minimum order amount. `None` when it can.
+    /// The answer to `redemption` given the coupon as it is now, when the redemption did
+    /// not apply: the same success again when this very order redeemed it before (a
+    /// retry after a lost answer), else the refusal. `None` when it is redeemable now
+    /// (the store's update ran before the coupon was stored: try again).
+    pub fn redemption_answer(&self, redemption: &Redemption, min_order_amount: Option<u64>) -> Option<RedeemOutcome> {
+        if self.user_id == redemption.user_id
+            && self.state == CouponState::Redeemed
+            && self.order_id.as_deref() == Some(redemption.order_id.as_str())
+        {
+            return Some(RedeemOutcome::Redeemed { coupon: self.clone() });
+        }
+        self.redemption_refusal(redemption, min_order_amount)
+    }
+
+    /// Why `redemption` cannot apply to the coupon as it is now; `None` if it can.
     pub fn redemption_refusal(&self, redemption: &Redemption, min_order_amount: Option<u64>) -> Option<RedeemOutcome> {
         if self.user_id != redemption.user_id {
             return Some(RedeemOutcome::NotFound);

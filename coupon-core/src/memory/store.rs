@@ -206,8 +206,8 @@ impl IssueStore for MemoryStore {
             _ => return Ok(RedeemOutcome::NotFound),
         };
         let coupon = s.coupons.get_mut(&r.coupon_id).expect("checked above");
-        if let Some(refusal) = coupon.redemption_refusal(r, min_order_amount) {
-            return Ok(refusal);
+        if let Some(answer) = coupon.redemption_answer(r, min_order_amount) {
+            return Ok(answer);
         }
         coupon.state = CouponState::Redeemed;
         coupon.redeemed_at = Some(r.at);
