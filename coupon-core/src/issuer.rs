@@ -25,15 +25,24 @@ pub enum AckMode {
     /// certainly failed, the reservation is released and the caller gets an error;
     /// if its outcome is unknown (a timeout), the reservation is left for the
     /// [`crate::Reconciler`], which releases it only once it cannot be on its way.
+    /// An acknowledged coupon is lost only with the log's acknowledged data (with
+    /// Kafka: more brokers than `min.insync.replicas - 1` losing their disks).
     #[default]
     AfterLog,
-    /// Right after the gate; the event is published in the background. Fastest,
-    /// but a crash before the publish loses a coupon the user was told they got
-    /// (the seeds' behaviour). The ledger bounds the damage: the reconciler returns
-    /// such stock to the pool after its grace period.
+    /// Right after the gate; the event is published in the background (the seeds'
+    /// behaviour). Fastest, and the only mode that can lose a coupon the user was told
+    /// they got, in each of these faults: the server crashes (`kill -9`, OOM, power)
+    /// before the background publish is acknowledged; the publish fails for certain
+    /// (the broker refuses it, librdkafka's queue is full) and the reservation is
+    /// released at once; the publish times out after
+    /// [`IssuerConfig::ack_timeout`] and the reconciler releases it after its grace.
+    /// At most [`IssuerConfig::max_background_publishes`] are in flight: past that,
+    /// requests are answered 503 before the gate is touched, so a slow broker slows
+    /// the sale rather than piling up acknowledged coupons in memory.
     AfterGate,
     /// After the store recorded the coupon synchronously (small or embedded
-    /// deployments without an event log).
+    /// deployments without an event log). An acknowledged coupon is lost only with
+    /// the store's own committed data (for SQLite: see `sqlite_fsync_each_commit`).
     AfterStore,
 }
 
@@ -74,6 +83,10 @@ pub struct IssuerConfig {
     pub gate_timeout: Duration,
     /// Longest wait for the log (or, with [`AckMode::AfterStore`], the store).
     pub ack_timeout: Duration,
+    /// [`AckMode::AfterGate`]: the most background publishes in flight (default
+    /// 10,000). When all are taken, a request is refused (503, retryable) before the
+    /// gate is touched.
+    pub max_background_publishes: usize,
 }
 
 impl Default for IssuerConfig {
@@ -82,6 +95,7 @@ impl Default for IssuerConfig {
             ack: AckMode::AfterLog,
             gate_timeout: Duration::from_millis(500),
             ack_timeout: Duration::from_secs(5),
+            max_background_publishes: 10_000,
         }
     }
 }
@@ -90,6 +104,12 @@ impl IssuerConfig {
     /// Sets the acknowledgement mode.
     pub fn with_ack(mut self, ack: AckMode) -> Self {
         self.ack = ack;
+        self
+    }
+
+    /// Sets the bound on background publishes ([`AckMode::AfterGate`]).
+    pub fn with_max_background_publishes(mut self, max: usize) -> Self {
+        self.max_background_publishes = max.max(1);
         self
     }
 
@@ -142,6 +162,7 @@ pub struct Issuer {
     cache: CampaignCache,
     config: IssuerConfig,
     background: TaskTracker,
+    background_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -177,6 +198,7 @@ impl Issuer {
             cache,
             config,
             background: TaskTracker::new(),
+            background_permits: Arc::new(tokio::sync::Semaphore::new(config.max_background_publishes)),
         })
     }
 
@@ -217,6 +239,23 @@ impl Issuer {
             return Ok(IssueOutcome::Closed);
         }
 
+        // After-gate: a place for the background publish is taken before the gate is, so
+        // a full queue refuses the request while it costs nothing.
+        let background_permit = match self.config.ack {
+            AckMode::AfterGate => Some(self.background_permits.clone().try_acquire_owned().map_err(|_| {
+                BackendError::new(
+                    Component::Log,
+                    self.log.as_ref().map_or("none", |l| l.backend()),
+                    "publish",
+                    ErrorKind::Unavailable,
+                    format!(
+                        "{} background publishes are in flight; refused before the gate",
+                        self.config.max_background_publishes
+                    ),
+                )
+            })?),
+            _ => None,
+        };
         // The admission's identity, chosen before the gate call: the ledger, the event
         // and the store all know it by this id (docs/PROTOCOL.md, "Identities").
         let coupon_id = CouponId::new();
@@ -324,6 +363,7 @@ impl Issuer {
                 let store = self.store.clone();
                 let timeout = self.config.ack_timeout;
                 self.background.spawn(async move {
+                    let _permit = background_permit;
                     let outcome = match tokio::time::timeout(timeout, log.publish(&event)).await {
                         Ok(r) => r,
                         Err(_) => Err(BackendError::timeout(Component::Log, log.backend(), "publish", timeout)),

@@ -152,7 +152,8 @@ impl Server {
         let grace = Duration::from_secs(config.reconcile_grace_secs);
         let issuer_config = IssuerConfig::default()
             .with_ack(ack)
-            .with_ack_timeout(config.ack_timeout());
+            .with_ack_timeout(config.ack_timeout())
+            .with_max_background_publishes(config.max_background_publishes);
         // A reconciler must never void an admission this server may still acknowledge.
         issuer_config
             .check_grace(grace)

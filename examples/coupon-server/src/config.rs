@@ -140,6 +140,16 @@ pub struct ServerConfig {
     #[arg(long, env = "COUPON_ACK_TIMEOUT_MS", default_value_t = 5_000, global = true)]
     pub ack_timeout_ms: u64,
 
+    /// `after-gate`: the most background publishes in flight; past it, requests are
+    /// answered 503 before the gate is touched.
+    #[arg(
+        long,
+        env = "COUPON_MAX_BACKGROUND_PUBLISHES",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub max_background_publishes: usize,
+
     /// This is the only server issuing from its store. Needed to run the in-memory
     /// gate (no `COUPON_REDIS_URL`) with a network database or Kafka: several such
     /// servers would each count the whole stock and together sell it several times.
@@ -277,6 +287,7 @@ impl ServerConfig {
             reconcile_grace_secs: 60,
             ack_timeout_ms: 5_000,
             single_instance: false,
+            max_background_publishes: 10_000,
         }
     }
 
