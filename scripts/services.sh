@@ -39,7 +39,8 @@ MYSQL_PORT="${COUPON_MYSQL_PORT:-3306}"
 KAFKA_PORT="${COUPON_KAFKA_PORT:-9092}"
 WAIT_TIMEOUT="${COUPON_WAIT_TIMEOUT:-60}"
 TANSU_INSTALL_TIMEOUT="${COUPON_TANSU_INSTALL_TIMEOUT:-3600}"
-TANSU_STORAGE="memory://tansu/"
+TANSU_STORAGE="${COUPON_TANSU_STORAGE:-memory://tansu/}"
+LOCK_TIMEOUT="${COUPON_SERVICES_LOCK_TIMEOUT:-1200}"
 
 export DEBIAN_FRONTEND=noninteractive
 export PGCONNECT_TIMEOUT=5
@@ -51,6 +52,27 @@ if [[ ${EUID} -ne 0 ]] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
 
 log() { printf '[services] %s\n' "$*" >&2; }
 die() { printf '[services] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# excerpt <file>: the last lines of a service's own log, for a failure message.
+excerpt() {
+  if [[ -s $1 ]]; then
+    printf '\n--- last lines of %s ---\n%s' "$1" "$(tail -n 20 "$1")"
+  else
+    printf ' (%s is empty)' "$1"
+  fi
+}
+
+# One `up` or `down` at a time per state dir: two at once would both see a port free
+# and start two copies, and the second would fail to bind. The lock is fd 9: every
+# daemon started below closes it (`9>&-`), or it would hold the lock for its lifetime.
+take_lock() {
+  mkdir -p "$STATE_DIR"
+  exec 9>"$STATE_DIR/services.lock"
+  if ! flock -n 9; then
+    log "another services.sh holds $STATE_DIR/services.lock; waiting (up to ${LOCK_TIMEOUT}s)"
+    flock -w "$LOCK_TIMEOUT" 9 || die "could not take $STATE_DIR/services.lock within ${LOCK_TIMEOUT}s"
+  fi
+}
 
 # wait_until <timeout-seconds> <description> <command...>
 wait_until() {
@@ -151,8 +173,8 @@ redis_up() {
   log "redis: starting on $HOST:$REDIS_PORT"
   $SUDO mkdir -p /var/lib/redis /var/log/redis
   $SUDO redis-server --daemonize yes --bind "$HOST" -::1 --port "$REDIS_PORT" --save "" --appendonly no \
-    --dir /var/lib/redis --logfile /var/log/redis/ci.log >&2 \
-    || die "redis: redis-server failed to start (see /var/log/redis/ci.log)"
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log >&2 9>&- \
+    || die "redis: redis-server failed to start$(excerpt /var/log/redis/ci.log)"
   wait_until "$WAIT_TIMEOUT" "redis on $HOST:$REDIS_PORT to answer PING (log: /var/log/redis/ci.log)" \
     redis_ping "$REDIS_PORT"
 }
@@ -187,8 +209,8 @@ redis_cluster_up() {
     log "redis-cluster: starting node $p"
     redis-server --bind "$HOST" --port "$p" --cluster-enabled yes --cluster-config-file "nodes-$p.conf" \
       --cluster-node-timeout 2000 --save "" --appendonly no --daemonize yes \
-      --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >&2 \
-      || die "redis-cluster: node $p failed to start (see $dir/redis.log)"
+      --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >&2 9>&- \
+      || die "redis-cluster: node $p failed to start$(excerpt "$dir/redis.log")"
     started=1
   done
   for p in "${CLUSTER_PORTS[@]}"; do
@@ -268,7 +290,7 @@ pg_configure_trust() { # pg_configure_trust <version> <cluster>
   } >"$tmp"
   $SUDO cp "$tmp" "$hba"
   rm -f "$tmp"
-  $SUDO pg_ctlcluster --skip-systemctl-redirect "$1" "$2" reload >&2 || true
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$1" "$2" reload >&2 9>&- || true
 }
 
 postgres_up() {
@@ -290,7 +312,7 @@ postgres_up() {
     # shellcheck disable=SC2086
     set -- $cluster
     log "postgres: starting cluster $1/$2"
-    $SUDO pg_ctlcluster --skip-systemctl-redirect "$1" "$2" start >&2 \
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "$1" "$2" start >&2 9>&- \
       || die "postgres: 'pg_ctlcluster $1 $2 start' failed (see /var/log/postgresql/)"
     wait_until "$WAIT_TIMEOUT" "postgres on $HOST:$PG_PORT to accept connections (pg_isready)" pg_ready
   fi
@@ -339,7 +361,7 @@ mariadb_up() {
     [[ -x $server ]] || die "mariadb: server binary not found after install"
     log "mariadb: starting $server"
     $SUDO install -d -o mysql -g mysql /run/mysqld 2>/dev/null || $SUDO mkdir -p /run/mysqld
-    $SUDO start-stop-daemon --start --oknodo --background --exec "$server" >&2 \
+    $SUDO start-stop-daemon --start --oknodo --background --exec "$server" >&2 9>&- \
       || die "mariadb: start-stop-daemon failed"
     wait_until "$WAIT_TIMEOUT" "mariadb on $HOST:$MYSQL_PORT to answer ping" mysql_ping
   fi
@@ -421,16 +443,23 @@ kafka_up() {
   fi
   mkdir -p "$STATE_DIR"
   log "kafka: starting $TANSU broker on $HOST:$KAFKA_PORT (storage $TANSU_STORAGE, log: $TANSU_LOG)"
+  # Each start writes a log of its own (the previous one is kept as .1), so a failure
+  # shows what this process said.
+  [[ -e $TANSU_LOG ]] && mv -f "$TANSU_LOG" "$TANSU_LOG.1"
   setsid nohup "$TANSU" broker \
     "$listen_flag" "tcp://$HOST:$KAFKA_PORT" \
     "$adv_flag" "tcp://$HOST:$KAFKA_PORT" \
     --storage-engine "$TANSU_STORAGE" \
-    </dev/null >>"$TANSU_LOG" 2>&1 &
-  echo $! >"$TANSU_PID"
+    </dev/null >"$TANSU_LOG" 2>&1 9>&- &
+  local pid=$!
+  echo "$pid" >"$TANSU_PID"
   local deadline=$((SECONDS + WAIT_TIMEOUT))
   until tcp_open "$HOST" "$KAFKA_PORT"; do
-    pid_alive_matching "$TANSU_PID" tansu \
-      || die "kafka: tansu exited during startup; last log lines:$(printf '\n'; tail -n 20 "$TANSU_LOG")"
+    if ! pid_alive_matching "$TANSU_PID" tansu; then
+      local status=0
+      wait "$pid" || status=$?
+      die "kafka: tansu exited during startup with status $status$(excerpt "$TANSU_LOG")"
+    fi
     ((SECONDS < deadline)) || die "timed out after ${WAIT_TIMEOUT}s waiting for kafka (tansu) on $HOST:$KAFKA_PORT (log: $TANSU_LOG)"
     sleep 0.5
   done
@@ -523,7 +552,7 @@ status_lines() { # prints lines, returns 1 if anything is down
 }
 
 cmd_up() {
-  mkdir -p "$STATE_DIR"
+  take_lock
   local t0=$SECONDS
   timed redis redis_up
   timed redis-cluster redis_cluster_up
@@ -538,6 +567,7 @@ cmd_up() {
 }
 
 cmd_down() {
+  take_lock
   redis_cluster_down
   kafka_down
   log "stopped what this script started; system redis/postgres/mariadb left running"
