@@ -54,6 +54,19 @@ impl KafkaLog {
         blocking("group_progress", move || group_progress(&config, &group)).await
     }
 
+    /// How many times a producer that could no longer publish was replaced (fatal
+    /// state, or fenced by the broker after a stall; see the crate's README).
+    pub fn producers_replaced(&self) -> u64 {
+        self.publisher.replaced()
+    }
+
+    /// Puts the producer into librdkafka's fatal state, as a sequence gap after a long
+    /// broker stall does: for tests of the recovery.
+    #[doc(hidden)]
+    pub fn inject_fatal_error(&self, reason: &str) {
+        self.publisher.inject_fatal_error(reason);
+    }
+
     /// Waits until everything published has been delivered (call at shutdown).
     pub async fn flush(&self, timeout: Duration) -> Result<(), BackendError> {
         let publisher = self.publisher.clone();

@@ -1,7 +1,11 @@
 //! The producer: idempotent, `acks=all`, and for every failed delivery whether the
 //! message was certainly not written (the issuer may release at once) or possibly
-//! written (left to the reconciler).
+//! written (left to the reconciler). A producer that librdkafka declares fatally
+//! failed (an idempotent producer's sequence gap after a long broker stall, for
+//! instance) refuses every later message; it is logged and replaced.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use coupon_core::{BackendError, Component, ErrorKind};
@@ -29,7 +33,17 @@ type Delivery = Result<(i32, i64), (KafkaError, Persistence)>;
 /// Hands each delivery report to the task waiting for it.
 pub struct DeliveryContext;
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::Fatal) {
+            // Said at once, in the log: every publish fails from now until the producer
+            // is replaced (on the next failed publish).
+            tracing::error!(%error, reason, "the Kafka producer failed fatally; it will be replaced");
+        } else {
+            tracing::warn!(%error, reason, "librdkafka error");
+        }
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<oneshot::Sender<Delivery>>;
@@ -56,10 +70,15 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
-/// A producer whose sends resolve when the broker acknowledged them (or certainly did not).
+type Inner = ThreadedProducer<DeliveryContext>;
+
+/// A producer whose sends resolve when the broker acknowledged them (or certainly did
+/// not), replaced when it can no longer publish (see `replace_if_broken`).
 pub struct Publisher {
-    producer: ThreadedProducer<DeliveryContext>,
+    config: rdkafka::ClientConfig,
+    producer: RwLock<Arc<Inner>>,
     backstop: Duration,
+    replaced: AtomicU64,
 }
 
 impl Publisher {
@@ -73,12 +92,77 @@ impl Publisher {
                 config.delivery_timeout.as_millis().max(1).to_string(),
             )
             .set("linger.ms", config.linger.as_millis().to_string());
-        let producer: ThreadedProducer<DeliveryContext> = c.create_with_context(DeliveryContext)?;
+        let producer: Inner = c.create_with_context(DeliveryContext)?;
         Ok(Self {
-            producer,
+            config: c,
+            producer: RwLock::new(Arc::new(producer)),
             // librdkafka's own message timeout comes first; this catches anything past it.
             backstop: config.delivery_timeout + Duration::from_secs(2),
+            replaced: AtomicU64::new(0),
         })
+    }
+
+    fn current(&self) -> Arc<Inner> {
+        self.producer.read().expect("producer lock").clone()
+    }
+
+    /// How many times a producer that could no longer publish was replaced.
+    pub fn replaced(&self) -> u64 {
+        self.replaced.load(Ordering::Relaxed)
+    }
+
+    /// Replaces `failed` if it can no longer publish: librdkafka says it failed
+    /// fatally, or the broker no longer accepts its producer id (after a stall longer
+    /// than the delivery timeout, tansu answered `ProducerFenced` to every message for
+    /// 44 s). Once per producer, however many sends noticed. What it had outstanding
+    /// was reported failed to its senders (certainly not written, or possibly: then
+    /// left to the reconciler).
+    fn replace_if_broken(&self, failed: &Arc<Inner>, error: &KafkaError) {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let (code, reason) = match failed.client().fatal_error() {
+            Some(fatal) => fatal,
+            None => match error.rdkafka_error_code() {
+                Some(
+                    code @ (C::ProducerFenced
+                    | C::InvalidProducerEpoch
+                    | C::UnknownProducerId
+                    | C::OutOfOrderSequenceNumber
+                    | C::InvalidProducerIdMapping),
+                ) => (code, "the broker no longer accepts this producer's id".to_owned()),
+                _ => return,
+            },
+        };
+        let mut current = self.producer.write().expect("producer lock");
+        if !Arc::ptr_eq(&current, failed) {
+            return; // Another send replaced it already.
+        }
+        match self.config.create_with_context::<_, Inner>(DeliveryContext) {
+            Ok(fresh) => {
+                let old = std::mem::replace(&mut *current, Arc::new(fresh));
+                let n = self.replaced.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::error!(%code, reason, replaced = n, "replaced a Kafka producer that could no longer publish");
+                // Destroying a producer can block while librdkafka winds it down.
+                std::thread::spawn(move || drop(old));
+            }
+            Err(e) => tracing::error!(error = %e, "could not create a new Kafka producer; the next failure retries"),
+        }
+    }
+
+    /// Declares the current producer fatally failed, as librdkafka would (for tests of
+    /// the recovery on a real broker).
+    #[doc(hidden)]
+    pub fn inject_fatal_error(&self, reason: &str) {
+        let reason = std::ffi::CString::new(reason).expect("no NUL in the reason");
+        // SAFETY: the client pointer is live for as long as `producer`; the call only
+        // raises librdkafka's fatal-error state (it exists for tests).
+        #[allow(unsafe_code)]
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                self.current().client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
     }
 
     /// Sends one message and waits for its acknowledgement. Returns (partition, offset).
@@ -106,13 +190,18 @@ impl Publisher {
             }
             record = record.headers(h);
         }
-        if let Err((e, _)) = self.producer.send(record) {
-            // Refused locally (queue full, unknown topic in the client): nothing was sent.
+        let producer = self.current();
+        if let Err((e, _)) = producer.send(record) {
+            // Refused locally (queue full, unknown topic, a fatal state): nothing was sent.
+            self.replace_if_broken(&producer, &e);
             return Err(delivery_error(operation, e, Persistence::NotPersisted));
         }
         match tokio::time::timeout(self.backstop, rx).await {
             Ok(Ok(Ok(position))) => Ok(position),
-            Ok(Ok(Err((e, persistence)))) => Err(delivery_error(operation, e, persistence)),
+            Ok(Ok(Err((e, persistence)))) => {
+                self.replace_if_broken(&producer, &e);
+                Err(delivery_error(operation, e, persistence))
+            }
             Ok(Err(_)) => Err(BackendError::new(
                 Component::Log,
                 "kafka",
@@ -126,7 +215,7 @@ impl Publisher {
 
     /// Waits for everything queued to be delivered (at shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), BackendError> {
-        self.producer
+        self.current()
             .flush(timeout)
             .map_err(|e| crate::errors::backend_error("flush", e))
     }
