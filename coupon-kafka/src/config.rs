@@ -34,6 +34,13 @@ pub struct KafkaConfig {
     pub linger: Duration,
     /// Extra librdkafka settings for producer and consumers (`security.protocol`, ...).
     pub extra: Vec<(String, String)>,
+    /// How often a consumer checks its assignment and its group's lag (default 10 s).
+    pub stall_check_every: Duration,
+    /// How long a consumer may hold no partition while its group has uncommitted
+    /// events and commits nothing before it leaves and joins the group again (default
+    /// 60 s). Keep it well above the group's rebalance time, or members rejoin while
+    /// the group is still forming.
+    pub rejoin_after: Duration,
 }
 
 impl KafkaConfig {
@@ -48,6 +55,8 @@ impl KafkaConfig {
             delivery_timeout: Duration::from_secs(5),
             linger: Duration::from_millis(1),
             extra: Vec::new(),
+            stall_check_every: Duration::from_secs(10),
+            rejoin_after: Duration::from_secs(60),
         }
     }
 
@@ -72,6 +81,14 @@ impl KafkaConfig {
     /// Sets the producer linger.
     pub fn with_linger(mut self, linger: Duration) -> Self {
         self.linger = linger;
+        self
+    }
+
+    /// Sets how often a consumer checks for a stall, and after how long a stalled one
+    /// (no partition while its group has uncommitted events) joins its group again.
+    pub fn with_stall_rejoin(mut self, check_every: Duration, rejoin_after: Duration) -> Self {
+        self.stall_check_every = check_every;
+        self.rejoin_after = rejoin_after;
         self
     }
 

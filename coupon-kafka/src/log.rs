@@ -107,13 +107,26 @@ impl KafkaLog {
     }
 
     fn source(&self, group: &str, topic: &str) -> Result<Box<dyn EventSource>, BackendError> {
-        Ok(Box::new(KafkaSource::new(
+        Ok(Box::new(self.member_of(group, topic)?))
+    }
+
+    fn member_of(&self, group: &str, topic: &str) -> Result<KafkaSource, BackendError> {
+        let watched = KafkaConfig {
+            topic: topic.to_owned(),
+            ..self.config.clone()
+        };
+        Ok(KafkaSource::new(
             self.consumer(group, topic)?,
             self.publisher.clone(),
-            topic.to_owned(),
-            self.config.dead_letter_topic.clone(),
+            watched,
             group.to_owned(),
-        )))
+        ))
+    }
+
+    /// A member of `group` on the event topic, as [`EventLog::subscribe`] gives, with
+    /// its own accessors ([`KafkaSource::assigned_partitions`], [`KafkaSource::rejoins`]).
+    pub fn member(&self, group: &str) -> Result<KafkaSource, BackendError> {
+        self.member_of(group, &self.config.topic)
     }
 }
 
@@ -128,6 +141,8 @@ pub struct GroupProgress {
     pub retained: i64,
     /// Retained events the group has not committed.
     pub uncommitted: i64,
+    /// The group's positions summed over partitions: grows as the group commits.
+    pub committed_total: i64,
 }
 
 impl GroupProgress {
@@ -206,13 +221,14 @@ impl PartitionPosition {
     }
 }
 
-fn group_progress(config: &KafkaConfig, group: &str) -> Result<GroupProgress, BackendError> {
+pub(crate) fn group_progress(config: &KafkaConfig, group: &str) -> Result<GroupProgress, BackendError> {
     let positions = positions(config, group, "group_progress")?;
     Ok(GroupProgress {
         partitions: positions.len(),
         committed_partitions: positions.iter().filter(|p| p.committed.is_some()).count(),
         retained: positions.iter().map(|p| p.high - p.low).sum(),
         uncommitted: positions.iter().map(|p| (p.high - p.position()).max(0)).sum(),
+        committed_total: positions.iter().map(PartitionPosition::position).sum(),
     })
 }
 
@@ -309,7 +325,7 @@ impl EventLog for KafkaLog {
 }
 
 /// Runs librdkafka's blocking admin queries off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     operation: &'static str,
     f: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
 ) -> Result<T, BackendError> {

@@ -51,6 +51,10 @@ struct Config {
     /// Longest wait to fill a batch, in milliseconds.
     #[arg(long, env = "COUPON_BATCH_WAIT_MS", default_value_t = 20)]
     batch_wait_ms: u64,
+    /// Seconds this consumer may hold no partition while its group has uncommitted
+    /// events and commits nothing, before it leaves and joins the group again.
+    #[arg(long, env = "COUPON_CONSUMER_REJOIN_AFTER_SECS", default_value_t = 60)]
+    rejoin_after_secs: u64,
     /// Serve `/metrics` and `/healthz` here (off when unset).
     #[arg(long, env = "COUPON_CONSUMER_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -67,10 +71,17 @@ async fn main() -> anyhow::Result<()> {
     let store = coupon_sql::connect(&StoreConfig::from_url(config.database_url.clone()))
         .await
         .context("connecting the store")?;
-    let kafka_config = config.kafka_options.iter().fold(
-        KafkaConfig::new(config.kafka_brokers.clone(), config.kafka_topic.clone()),
-        |c, (k, v)| c.with(k, v),
-    );
+    let kafka_config = config
+        .kafka_options
+        .iter()
+        .fold(
+            KafkaConfig::new(config.kafka_brokers.clone(), config.kafka_topic.clone()),
+            |c, (k, v)| c.with(k, v),
+        )
+        .with_stall_rejoin(
+            Duration::from_secs(10),
+            Duration::from_secs(config.rejoin_after_secs.max(1)),
+        );
     let described = ensure_topics(&kafka_config, &config.kafka_topics.settings()?)
         .await
         .context("creating the topics")?;
