@@ -589,6 +589,13 @@ mod tests {
         fence: Fence::StockExhausted,
     };
 
+    /// F17: SQLite's worker thread may have run the statement before it died.
+    #[test]
+    fn a_crashed_sqlite_worker_is_an_unknown_outcome() {
+        let e = backend_error("sqlite", "record", sqlx::Error::WorkerCrashed);
+        assert_eq!(e.kind, ErrorKind::OutcomeUnknown, "{e}");
+    }
+
     fn locked(c: &Campaign, issued_count: i64) -> HashMap<CampaignId, LockedCampaign> {
         HashMap::from([(
             c.id,

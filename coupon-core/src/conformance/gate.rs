@@ -210,6 +210,20 @@ pub async fn restore_rebuilds_a_lost_campaign(gate: Arc<dyn IssueGate>) {
     );
 }
 
+/// F17: a restore reports the stock it really took: with more stored slots than stock
+/// (a gate that had over-admitted), it takes what is left, not one unit per slot.
+pub async fn restore_reports_only_the_stock_it_took(gate: Arc<dyn IssueGate>) {
+    let c = open_campaign(2, 1);
+    let holders: Vec<_> = (0..3).map(|i| (user(&c.id, i), 1)).collect();
+    let report = gate.restore(&c.gate_spec(), &holders, 0).await.unwrap();
+    assert_eq!(
+        (report.users_restored, report.stock_taken, report.remaining),
+        (3, 2, 0),
+        "{report:?}"
+    );
+    assert_eq!(gate.counts(&c.id).await.unwrap().unwrap().remaining, 0);
+}
+
 /// On a campaign the gate holds, restore only adds what it forgot, once.
 pub async fn restore_only_adds(gate: Arc<dyn IssueGate>) {
     let c = open_campaign(10, 1);

@@ -112,6 +112,7 @@ macro_rules! gate_conformance {
                 restore_only_adds,
                 numbers_admissions_and_fences_until_restore,
                 close_is_final,
+                restore_reports_only_the_stock_it_took,
                 admit_many_answers_in_order,
                 concurrent_admissions_never_oversell,
                 campaigns_are_independent,

@@ -14,9 +14,8 @@ use clap::Parser;
 use coupon_core::{EventLog, IssueGate, Recorder, RecorderConfig};
 use coupon_kafka::{KafkaConfig, KafkaLog, ensure_topics};
 use coupon_redis::{RedisGate, RedisGateConfig};
-use coupon_server::config::{KafkaTopicArgs, parse_kafka_option};
+use coupon_server::config::{KafkaTopicArgs, StoreLimits, parse_kafka_option};
 use coupon_server::metrics::{RecorderMetrics, prometheus};
-use coupon_sql::StoreConfig;
 
 /// `coupon-consumer` settings, from flags or `COUPON_*` variables.
 #[derive(Debug, Parser)]
@@ -41,6 +40,9 @@ struct Config {
     /// The store: `postgres://`, `mysql://` or `sqlite://`.
     #[arg(long, env = "COUPON_DATABASE_URL")]
     database_url: String,
+    /// Bounds on the store's statements.
+    #[command(flatten)]
+    store_limits: StoreLimits,
     /// The Redis gate, to settle its reservation ledger after each batch (optional:
     /// without it the server's reconciler settles them, later).
     #[arg(long, env = "COUPON_REDIS_URL")]
@@ -68,7 +70,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     coupon_server::config::init_tracing();
-    let store = coupon_sql::connect(&StoreConfig::from_url(config.database_url.clone()))
+    let store = coupon_sql::connect(&config.store_limits.store_config(&config.database_url))
         .await
         .context("connecting the store")?;
     let kafka_config = config

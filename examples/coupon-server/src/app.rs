@@ -158,7 +158,8 @@ impl Server {
         issuer_config
             .check_grace(grace)
             .map_err(|e| anyhow::anyhow!("COUPON_RECONCILE_GRACE_SECS (--reconcile-grace-secs) is unsafe: {e}"))?;
-        let cache = CampaignCache::new(store.clone());
+        let cache = CampaignCache::new(store.clone())
+            .with_load_timeout(Duration::from_millis(config.campaign_load_timeout_ms.max(1)));
         let reconciler = Reconciler::new(gate.clone(), store.clone())
             .with_log(log.clone(), config.consumer_group.clone())
             .with_grace(grace);

@@ -7,7 +7,6 @@ use coupon_core::memory::{MemoryGate, MemoryLog, MemoryStore};
 use coupon_core::{AckMode, BatchConfig, BatchingGate, EventLog, IssueGate, IssueStore};
 use coupon_kafka::{KafkaConfig, KafkaLog, ensure_topics};
 use coupon_redis::{RedisGate, RedisGateConfig};
-use coupon_sql::StoreConfig;
 
 use crate::config::ServerConfig;
 
@@ -51,7 +50,7 @@ impl Backends {
     /// embedded default: memory gate and log, SQLite store).
     pub async fn connect(config: &ServerConfig) -> anyhow::Result<Self> {
         config.check_safe()?;
-        let store = coupon_sql::connect(&StoreConfig::from_url(config.database_url.clone()))
+        let store = coupon_sql::connect(&config.store_limits.store_config(&config.database_url))
             .await
             .with_context(|| format!("connecting the store {}", redact(&config.database_url)))?;
         let (gate, gate_in_memory): (Arc<dyn IssueGate>, bool) = match &config.redis_url {

@@ -108,6 +108,15 @@ pub struct ServerConfig {
     )]
     pub database_url: String,
 
+    /// Bounds on the store's statements.
+    #[command(flatten)]
+    pub store_limits: StoreLimits,
+
+    /// Longest wait for a campaign read on the hot path, in milliseconds. Past it
+    /// the last known campaign is served; one never read answers 503.
+    #[arg(long, env = "COUPON_CAMPAIGN_LOAD_TIMEOUT_MS", default_value_t = 500, global = true)]
+    pub campaign_load_timeout_ms: u64,
+
     /// When a user hears "issued": `after-log`, `after-gate` or `after-store`.
     /// Default: `after-log` with Kafka, `after-store` without (an in-memory log
     /// would lose acknowledged coupons on a crash).
@@ -155,6 +164,38 @@ pub struct ServerConfig {
     /// servers would each count the whole stock and together sell it several times.
     #[arg(long, env = "COUPON_SINGLE_INSTANCE", global = true)]
     pub single_instance: bool,
+}
+
+/// Bounds on the store's statements, shared by the server and the consumer.
+#[derive(Debug, Clone, Args)]
+pub struct StoreLimits {
+    /// Longest a statement may run before the database cancels it, in milliseconds
+    /// (0: no limit). A cancelled statement wrote nothing and is retried.
+    #[arg(long, env = "COUPON_DB_STATEMENT_TIMEOUT_MS", default_value_t = 5_000, global = true)]
+    pub db_statement_timeout_ms: u64,
+
+    /// Longest wait for a row lock, in milliseconds (MySQL/MariaDB: whole seconds,
+    /// at least 1; 0: the database's default).
+    #[arg(long, env = "COUPON_DB_LOCK_TIMEOUT_MS", default_value_t = 2_000, global = true)]
+    pub db_lock_timeout_ms: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            db_statement_timeout_ms: 5_000,
+            db_lock_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl StoreLimits {
+    /// The store configuration for `url` with these bounds.
+    pub fn store_config(&self, url: &str) -> coupon_sql::StoreConfig {
+        coupon_sql::StoreConfig::from_url(url)
+            .with_statement_timeout(Duration::from_millis(self.db_statement_timeout_ms))
+            .with_lock_timeout(Duration::from_millis(self.db_lock_timeout_ms))
+    }
 }
 
 /// The Kafka topics' durability, shared by the server and the consumer.
@@ -279,6 +320,8 @@ impl ServerConfig {
             kafka_options: Vec::new(),
             consumer_group: "coupon-recorder".into(),
             database_url: "sqlite://coupon.db?mode=rwc".into(),
+            store_limits: StoreLimits::default(),
+            campaign_load_timeout_ms: 500,
             ack: None,
             rate_limit: 0,
             user_rate_limit: 10,
