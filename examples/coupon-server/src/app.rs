@@ -234,7 +234,15 @@ impl Server {
                 recorder
             })
         });
-        tasks.spawn(housekeeping(self.state.clone(), self.reconcile_every, stop.clone()));
+        tasks.spawn(housekeeping(
+            self.state.clone(),
+            self.kafka.clone(),
+            self.reconcile_every,
+            stop.clone(),
+        ));
+        if let Some(every) = self.reconcile_every {
+            tasks.spawn(reconcile_loop(self.state.clone(), every, stop.clone()));
+        }
 
         axum::serve(listener, router(self.state.clone()))
             .with_graceful_shutdown(shutdown)
@@ -258,11 +266,17 @@ impl Server {
     }
 }
 
-/// Periodic work: reconcile open campaigns, forget idle rate-limit keys, metrics upkeep.
-async fn housekeeping(state: AppState, reconcile_every: Option<Duration>, stop: CancellationToken) {
+/// Periodic upkeep: forget idle rate-limit keys, metrics upkeep, and (at the reconcile
+/// period) the consumer group check. Never waits on a reconcile pass, which can be long.
+async fn housekeeping(
+    state: AppState,
+    kafka: Option<Arc<coupon_kafka::KafkaLog>>,
+    reconcile_every: Option<Duration>,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut since_reconcile = Duration::ZERO;
+    let mut since_check = Duration::ZERO;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -270,13 +284,53 @@ async fn housekeeping(state: AppState, reconcile_every: Option<Duration>, stop: 
         }
         state.limits().forget_idle_users();
         state.prometheus().run_upkeep();
-        since_reconcile += Duration::from_secs(5);
-        if let Some(every) = reconcile_every
-            && since_reconcile >= every
+        since_check += Duration::from_secs(5);
+        if let (Some(every), Some(kafka)) = (reconcile_every, &kafka)
+            && since_check >= every
         {
-            since_reconcile = Duration::ZERO;
-            reconcile_open(&state).await;
+            since_check = Duration::ZERO;
+            watch_consumer_group(kafka, state.consumer_group()).await;
         }
+    }
+}
+
+/// Reconciles every open campaign, one pass per period (a pass that runs long delays
+/// the next one, never overlaps it).
+async fn reconcile_loop(state: AppState, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = reconcile_open(&state) => {}
+        }
+    }
+}
+
+/// The start-up check of the consumer group, kept up while serving: a group that never
+/// committed while the topic holds events means the reconciler releases nothing (most
+/// likely the consumers run under another group). Logged at error level on every pass
+/// and exported as `coupon_reconciler_group_never_committed`.
+async fn watch_consumer_group(kafka: &coupon_kafka::KafkaLog, group: &str) {
+    match kafka.group_progress(group).await {
+        Ok(progress) => {
+            let never = progress.never_committed();
+            metrics::gauge!("coupon_reconciler_group_never_committed").set(if never { 1.0 } else { 0.0 });
+            if never {
+                tracing::error!(
+                    group,
+                    retained = progress.retained,
+                    "the consumer group has committed nothing while the topic holds events: the reconciler \
+                     releases nothing. Is COUPON_CONSUMER_GROUP the consumers' group?"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reading the consumer group's progress failed"),
     }
 }
 

@@ -209,3 +209,60 @@ async fn f17_a_consumer_group_that_never_committed_is_refused_while_the_topic_ho
     env.push(("COUPON_CONSUMER_GROUP", consumers));
     starts("right-group", env, port).await;
 }
+
+/// F17, while serving: a server started on an empty topic passes the start check, but
+/// once it has published and no consumer of its group commits, every reconcile pass
+/// reports it (`coupon_reconciler_group_never_committed` 1 and an error in the log).
+#[tokio::test]
+async fn f17_a_consumer_group_that_never_commits_is_reported_while_serving() {
+    let (Some(redis), Some(postgres), Some(kafka)) = (
+        service(Service::Redis).await,
+        service(Service::Postgres).await,
+        service(Service::Kafka).await,
+    ) else {
+        return;
+    };
+    let topic = unique_name("f17-serving");
+    let port = free_port();
+    let mut env = kafka_env(port, &redis, &postgres, &kafka, &topic, &unique_name("nobody"));
+    env.extend([
+        ("COUPON_KAFKA_SINGLE_BROKER", "true".to_owned()),
+        ("COUPON_KAFKA_PARTITIONS", "1".to_owned()),
+        ("COUPON_RECONCILE_SECS", "5".to_owned()),
+        ("COUPON_USER_RATE_LIMIT", "0".to_owned()),
+    ]);
+    let dir = temp_dir("coupon-refusals");
+    let mut server = Proc::start(server_binary(), "never-commits", &dir, &env);
+    let client = Client::new(port);
+    client.wait_ready(&mut server).await;
+    let campaign = client.open_campaign(10).await;
+    let (status, body) = client.issue(&campaign, &client.token("alice", None)).await;
+    assert_eq!(status, 201, "{body}");
+    let deadline = std::time::Instant::now() + REFUSAL_BOUND;
+    loop {
+        let metrics = client
+            .http
+            .get(format!("{}/metrics", client.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("coupon_reconciler_group_never_committed 1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reported; log: {}",
+            server.tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        server.tail().contains("the consumer group has committed nothing"),
+        "{}",
+        server.tail()
+    );
+    server.terminate().await;
+}
