@@ -64,15 +64,7 @@ fn nginx_config(dir: &Path, listen: u16, upstreams: [u16; 2]) -> PathBuf {
 
 /// `coupon_http_requests_total` for one route and status, from a server's /metrics.
 async fn served(client: &Client, route: &str, status: &str) -> u64 {
-    let text = client
-        .http
-        .get(format!("{}/metrics", client.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = client.metrics().await;
     text.lines()
         .filter(|l| l.starts_with("coupon_http_requests_total{"))
         .filter(|l| l.contains(&format!("route=\"{route}\"")) && l.contains(&format!("status=\"{status}\"")))

@@ -102,6 +102,15 @@ async fn f12_after_log_without_kafka_is_refused() {
     starts("after-store", env, port).await;
 }
 
+/// Redis, PostgreSQL and the broker, or `None` when they are not there (and not required).
+async fn distributed_services() -> Option<(String, String, String)> {
+    Some((
+        service(Service::Redis).await?,
+        service(Service::Postgres).await?,
+        service(Service::Kafka).await?,
+    ))
+}
+
 fn kafka_env(
     port: u16,
     redis: &str,
@@ -126,11 +135,7 @@ fn kafka_env(
 /// the single broker is declared; the consumer only warns (it acknowledges nobody).
 #[tokio::test]
 async fn f7_after_log_on_a_topic_of_one_replica_is_refused_unless_single_broker() {
-    let (Some(redis), Some(postgres), Some(kafka)) = (
-        service(Service::Redis).await,
-        service(Service::Postgres).await,
-        service(Service::Kafka).await,
-    ) else {
+    let Some((redis, postgres, kafka)) = distributed_services().await else {
         return;
     };
     let topic = unique_name("f7-issued");
@@ -171,11 +176,7 @@ async fn f7_after_log_on_a_topic_of_one_replica_is_refused_unless_single_broker(
 /// that is refused; the server given the consumers' group starts.
 #[tokio::test]
 async fn f17_a_consumer_group_that_never_committed_is_refused_while_the_topic_holds_events() {
-    let (Some(redis), Some(postgres), Some(kafka)) = (
-        service(Service::Redis).await,
-        service(Service::Postgres).await,
-        service(Service::Kafka).await,
-    ) else {
+    let Some((redis, postgres, kafka)) = distributed_services().await else {
         return;
     };
     let topic = unique_name("f17-issued");
@@ -215,11 +216,7 @@ async fn f17_a_consumer_group_that_never_committed_is_refused_while_the_topic_ho
 /// reports it (`coupon_reconciler_group_never_committed` 1 and an error in the log).
 #[tokio::test]
 async fn f17_a_consumer_group_that_never_commits_is_reported_while_serving() {
-    let (Some(redis), Some(postgres), Some(kafka)) = (
-        service(Service::Redis).await,
-        service(Service::Postgres).await,
-        service(Service::Kafka).await,
-    ) else {
+    let Some((redis, postgres, kafka)) = distributed_services().await else {
         return;
     };
     let topic = unique_name("f17-serving");
@@ -240,16 +237,11 @@ async fn f17_a_consumer_group_that_never_commits_is_reported_while_serving() {
     assert_eq!(status, 201, "{body}");
     let deadline = std::time::Instant::now() + REFUSAL_BOUND;
     loop {
-        let metrics = client
-            .http
-            .get(format!("{}/metrics", client.base))
-            .send()
+        if client
+            .metrics()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics.contains("coupon_reconciler_group_never_committed 1") {
+            .contains("coupon_reconciler_group_never_committed 1")
+        {
             break;
         }
         assert!(

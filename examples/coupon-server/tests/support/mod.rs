@@ -177,6 +177,18 @@ impl Client {
         (status, value)
     }
 
+    /// The server's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Creates and opens a campaign of `total` coupons; returns its id.
     pub async fn open_campaign(&self, total: u64) -> String {
         let admin = self.token("ops", Some("admin"));
