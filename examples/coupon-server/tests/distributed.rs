@@ -103,12 +103,28 @@ async fn scenario(database: Service) {
     }
 
     let stored = wait_for_count(STOCK, || async { stored_rows(&db, &campaign).await.len() as u64 }).await;
-    assert_eq!(
-        stored,
-        STOCK,
-        "the consumers stored every coupon; logs: {}",
-        consumers[0].tail()
-    );
+    if stored != STOCK {
+        // What the group did with the missing ones (seen once in ~5 full runs on MariaDB:
+        // 9 of 5,000 not stored within 60 s, no warning in any log).
+        let rows = stored_rows(&db, &campaign).await;
+        let stored_ids: std::collections::HashSet<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+        let missing: Vec<&String> = sale
+            .issued
+            .values()
+            .filter(|id| !stored_ids.contains(id.as_str()))
+            .collect();
+        let progress = coupon_kafka::KafkaLog::new(coupon_kafka::KafkaConfig::new(kafka.clone(), topic.clone()))
+            .unwrap()
+            .group_progress(&group)
+            .await;
+        panic!(
+            "the consumers stored {stored} of {STOCK}; missing {missing:?}; group progress {progress:?}\n\
+             server log: {}\nconsumer-1 log: {}\nconsumer-2 log: {}",
+            server.tail(),
+            consumers[0].tail(),
+            consumers[1].tail()
+        );
+    }
     check_invariants(STOCK, &sale, &stored_rows(&db, &campaign).await);
 
     let (user, coupon) = sale.issued.iter().find(|(u, _)| u.as_str() != "sse-user").unwrap();
