@@ -7,7 +7,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::{CampaignId, DecodeError, Fence, ISSUE_EVENT_VERSION, IssueEvent, RecordOutcome, ReservationKey};
+use crate::domain::{
+    CampaignId, DecodeError, Fence, ISSUE_EVENT_VERSION, IssueEvent, RecordOutcome, ReservationKey, VoidOutcome,
+};
 use crate::error::BackendError;
 use crate::gate::IssueGate;
 use crate::log::{Batch, DeadLetter, EventSource, LogRecord};
@@ -314,10 +316,11 @@ impl Recorder {
             }
             self.fence_gate(fenced.iter().map(|(_, e, fence)| (e.campaign_id, *fence)))
                 .await;
+            let mut gate_lost = Vec::new();
             for (record, event, fence) in fenced {
-                // Never retried: the fence's answer is final. The ledger entry is settled,
-                // not released: a voided one is gone already, and for a taken slot or an
-                // exhausted stock the gate's unit must stay spent.
+                // Never retried: the fence's answer is final. A voided entry is gone
+                // already and an exhausted stock's unit must stay spent: settled. An
+                // admission of a gate that went back in time is released (below).
                 tracing::error!(coupon = %event.coupon_id, campaign = %event.campaign_id, fence = fence.as_str(), "the store fenced off an event");
                 if let Some(observer) = &self.observer {
                     observer.fenced(&event, fence);
@@ -325,8 +328,13 @@ impl Recorder {
                 self.dead_letter(record, &format!("fenced by the store: {}: {fence}", fence.as_str()), 1)
                     .await;
                 report.dead_lettered += 1;
-                done.push(event);
+                if fence.proves_gate_loss() {
+                    gate_lost.push(event);
+                } else {
+                    done.push(event);
+                }
             }
+            self.release_refused(&gate_lost).await;
             self.settle(&done).await;
             if let Some(observer) = &self.observer
                 && !stored.is_empty()
@@ -361,6 +369,37 @@ impl Recorder {
             // Best effort: the reconciler finds stored entries and settles them too.
             if let Err(e) = gate.settle(&campaign, &keys).await {
                 tracing::warn!(error = %e, %campaign, "settling the ledger failed; the reconciler will");
+            }
+        }
+    }
+
+    /// Voids, then releases, the admissions of a gate that went back in time which the
+    /// store refused (`SequenceReused`, `SlotTaken`). Their campaign is fenced already,
+    /// so no admission can take the unit back before a sync; the sync takes a unit for
+    /// every stored slot the gate forgot. Settling them instead would spend two units
+    /// for one stored coupon, and stored + remaining would stay below the stock for
+    /// good (found by `coupon-chaos run redis-snapshot`).
+    async fn release_refused(&self, events: &[IssueEvent]) {
+        let Some(gate) = &self.gate else { return };
+        for (campaign, keys) in keys_by_campaign(events) {
+            let mut backoff = Backoff::new(&self.config);
+            let outcomes = loop {
+                match self.store.void(&campaign, &keys).await {
+                    Ok(outcomes) => break outcomes,
+                    Err(e) => {
+                        tracing::warn!(error = %e, %campaign, "voiding refused admissions failed; retrying");
+                        backoff.wait().await;
+                    }
+                }
+            };
+            for (key, outcome) in keys.iter().zip(outcomes) {
+                let done = match outcome {
+                    VoidOutcome::Voided => gate.release(&campaign, key).await.map(drop),
+                    VoidOutcome::Stored => gate.settle(&campaign, std::slice::from_ref(key)).await.map(drop),
+                };
+                if let Err(e) = done {
+                    tracing::warn!(error = %e, %campaign, "releasing a refused admission failed; the reconciler will");
+                }
             }
         }
     }

@@ -13,7 +13,7 @@ use common::OwnRedis;
 use coupon_core::memory::MemoryStore;
 use coupon_core::{
     Admission, BatchConfig, BatchingGate, Campaign, CampaignState, CouponId, ErrorKind, Fence, IssueEvent, IssueGate,
-    IssueStore, NewCampaign, RecordOutcome, UserId,
+    IssueStore, NewCampaign, RecordOutcome, UserId, VoidOutcome,
 };
 use coupon_redis::{RedisGate, RedisGateConfig};
 use redis::AsyncCommands;
@@ -393,12 +393,14 @@ async fn f4_a_gate_restarted_from_an_older_snapshot_is_found_and_fenced() {
             let coupon_id = CouponId::new();
             let admission = gate.admit(&c.id, &user(i), &coupon_id, Utc::now()).await.unwrap();
             let Admission::Admitted { nth, seq, .. } = admission else {
-                return (admission, None);
+                return (admission, None, None);
             };
             let event = IssueEvent::for_admission(c, coupon_id, user(i), nth, Utc::now()).with_admission_seq(seq);
             let outcome = store.record(std::slice::from_ref(&event)).await.unwrap().remove(0);
-            gate.settle(&c.id, &[event.reservation_key()]).await.unwrap();
-            (admission, Some(outcome))
+            if outcome == RecordOutcome::Stored {
+                gate.settle(&c.id, &[event.reservation_key()]).await.unwrap();
+            }
+            (admission, Some(outcome), Some(event.reservation_key()))
         }
     };
     for i in 0..3 {
@@ -417,7 +419,7 @@ async fn f4_a_gate_restarted_from_an_older_snapshot_is_found_and_fenced() {
     );
 
     // The first admission after the restart takes number 4 again: the store refuses it.
-    let (admission, outcome) = issue(6).await;
+    let (admission, outcome, refused) = issue(6).await;
     assert!(matches!(admission, Admission::Admitted { seq: 4, .. }), "{admission:?}");
     assert_eq!(
         outcome,
@@ -426,9 +428,16 @@ async fn f4_a_gate_restarted_from_an_older_snapshot_is_found_and_fenced() {
         })
     );
     assert!(Fence::SequenceReused.proves_gate_loss());
-    // What the recorder does on that proof: fence the campaign until a sync.
+    // What the recorder does on that proof: fence the campaign until a sync, then void
+    // and release the refused admission (the sync takes the forgotten slots again).
     gate.fence(&c.id).await.unwrap();
-    assert_eq!(issue(7).await, (Admission::Fenced, None));
+    let refused = refused.unwrap();
+    assert_eq!(
+        store.void(&c.id, std::slice::from_ref(&refused)).await.unwrap(),
+        vec![VoidOutcome::Voided]
+    );
+    assert!(gate.release(&c.id, &refused).await.unwrap());
+    assert_eq!(issue(7).await, (Admission::Fenced, None, None));
 
     // The sync: every stored slot back, numbering on above the store's highest.
     let holders = store.holders(&c.id).await.unwrap();
@@ -436,14 +445,16 @@ async fn f4_a_gate_restarted_from_an_older_snapshot_is_found_and_fenced() {
     assert_eq!((holders.len(), floor), (6, 6));
     let report = gate.restore(&c.gate_spec(), &holders, floor).await.unwrap();
     assert!(report.unfenced, "{report:?}");
-    // Users 3, 4, 5 came back; user 6's unit stays spent (its admission was not stored).
-    assert_eq!((report.stock_taken, report.remaining), (3, 3), "{report:?}");
+    // Users 3, 4, 5 came back; user 6's refused admission gave its unit back: I4,
+    // stored + remaining = stock (it was 6 + 3 before the recorder released it).
+    assert_eq!((report.stock_taken, report.remaining), (3, 4), "{report:?}");
+    assert_eq!(holders.len() as u64 + report.remaining, c.total_quantity, "I4");
     assert_eq!(
         issue(4).await.0,
         Admission::AlreadyIssued,
         "a stored holder is known again"
     );
-    let (admission, outcome) = issue(8).await;
+    let (admission, outcome, _) = issue(8).await;
     assert!(matches!(admission, Admission::Admitted { seq: 7, .. }), "{admission:?}");
     assert_eq!(outcome, Some(RecordOutcome::Stored));
     assert!(store.issued_count(&c.id).await.unwrap() <= c.total_quantity, "I1");

@@ -443,7 +443,17 @@ pub async fn f4_a_gate_gone_back_in_time_is_fenced_until_a_sync(gate: Arc<dyn Is
     let now = rig.gate.clock().await.unwrap();
     let report = rig.reconciler(rig.gate.clone()).sync(&c, now).await.unwrap();
     assert!(report.restore.unfenced, "{report:?}");
-    assert_eq!(report.restore.stock_taken, 2, "users 2 and 4 known again: {report:?}");
+    // Users 2, 3 and 4 known again: the recorder released the two refused admissions
+    // (user 3's readmission among them), so nothing stays spent twice (I4).
+    assert_eq!(
+        report.restore.stock_taken, 3,
+        "users 2, 3 and 4 known again: {report:?}"
+    );
+    assert_eq!(
+        rig.store.issued_count(&c.id).await.unwrap() + report.restore.remaining,
+        c.total_quantity,
+        "I4: stored + remaining = stock after the sync: {report:?}"
+    );
     assert_eq!(rig.issue(&c, &user(&c.id, 3)).await, IssueOutcome::AlreadyIssued);
     let after = issued(rig.issue(&c, &user(&c.id, 6)).await);
     let drained = rig.recorder.drain().await;

@@ -337,6 +337,62 @@ async fn a_fenced_event_is_dead_lettered_at_once_and_settled() {
     assert_eq!(*observer.0.lock().unwrap(), vec![crate::domain::Fence::Voided]);
 }
 
+/// An admission of a gate that went back in time, refused by the store
+/// (`sequence_reused`): the campaign is fenced, the event dead-lettered, and the
+/// admission voided then released, not settled. The sync takes a unit again for every
+/// stored slot the gate forgot; a settled refusal would keep a second unit spent for
+/// good (stored + remaining < stock: `coupon-chaos run redis-snapshot` found 46 of 1,500).
+#[tokio::test(start_paused = true)]
+async fn a_refusal_proving_the_gate_went_back_is_voided_and_released_not_settled() {
+    let sent = events(2);
+    let refused = sent[0].coupon_id;
+    let mut seq = Sequence::new();
+    let mut source = source_once(records(&sent), &mut seq);
+    let mut store = MockIssueStore::new();
+    store.expect_record().times(1).returning(move |events| {
+        Ok(events
+            .iter()
+            .map(|e| {
+                if e.coupon_id == refused {
+                    RecordOutcome::Fenced {
+                        fence: crate::domain::Fence::SequenceReused,
+                    }
+                } else {
+                    RecordOutcome::Stored
+                }
+            })
+            .collect())
+    });
+    store
+        .expect_void()
+        .withf(move |_, keys| keys.len() == 1 && keys[0].coupon_id == refused)
+        .times(1)
+        .returning(|_, _| Ok(vec![crate::domain::VoidOutcome::Voided]));
+    let mut gate = MockIssueGate::new();
+    gate.expect_fence().times(1).returning(|_| Ok(()));
+    gate.expect_release()
+        .withf(move |_, key| key.coupon_id == refused)
+        .times(1)
+        .returning(|_, _| Ok(true));
+    gate.expect_settle()
+        .withf(move |_, keys| keys.len() == 1 && keys[0].coupon_id != refused)
+        .times(1)
+        .returning(|_, keys| Ok(keys.len() as u64));
+    source
+        .expect_dead_letter()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    source
+        .expect_commit()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    let mut recorder = Recorder::new(Box::new(source), arc(store), config()).with_gate(arc(gate));
+    let report = recorder.run_once().await;
+    assert_eq!((report.stored, report.fenced, report.dead_lettered), (1, 1, 1));
+}
+
 /// F10: an event of a schema version this build does not read is neither stored nor
 /// dead-lettered (a dead letter could be replayed after its stock was re-sold), and its
 /// batch is not committed: the recorder halts, saying why, until it is upgraded.
