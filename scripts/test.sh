@@ -3,7 +3,8 @@
 #   1. start the services (reusing any already running),
 #   2. format and lint checks,
 #   3. every test with COUPON_REQUIRE_SERVICES=1 (a missing service fails, never skips),
-#   4. the documentation examples.
+#   4. the documentation examples,
+#   5. the whole-system fault suite's short mixed schedule (coupon-chaos; RELIABILITY.md).
 # Extra arguments go to `cargo nextest run` (e.g. `scripts/test.sh -p coupon-core`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,3 +36,10 @@ cargo nextest run --workspace --all-features "$@"
 
 step "doc tests"
 cargo test --workspace --all-features --doc
+
+if [[ $# -eq 0 ]]; then
+  step "coupon-chaos: the short mixed schedule in every ack mode"
+  # Its own Redis Cluster, broker and PostgreSQL; the shared services are not touched.
+  # Seeded from the commit, so a failure names a seed that replays it.
+  target/debug/coupon-chaos run mixed --short --seed "$((16#$(git rev-parse --short=6 HEAD 2>/dev/null || echo 1)))"
+fi
