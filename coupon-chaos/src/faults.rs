@@ -102,6 +102,10 @@ impl Scenario {
     }
 }
 
+/// How long a killed consumer stays down: longer than its session timeout (6 s), so the
+/// broker has expired it before its successor joins (see `kill-consumer-fast`).
+const CONSUMER_DOWN_SECS: u64 = 10;
+
 fn step(at: f64, fault: Fault, hold_secs: u64) -> Step {
     Step {
         at,
@@ -130,10 +134,22 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "kill-consumer",
-            about: "kill -9 of consumer-1 mid-sale, restarted 2 s later",
+            about: "kill -9 of consumer-1 mid-sale, restarted 10 s later (after its session expired)",
+            gate_clock_shift_secs: 0,
+            steps: vec![step(0.3, Fault::KillConsumer(0), CONSUMER_DOWN_SECS)],
+            known_failure: None,
+        },
+        Scenario {
+            name: "kill-consumer-fast",
+            about: "kill -9 of consumer-1 mid-sale, restarted 2 s later (within its session)",
             gate_clock_shift_secs: 0,
             steps: vec![step(0.3, Fault::KillConsumer(0), 2)],
-            known_failure: None,
+            known_failure: Some(
+                "I3 delayed without bound on the local broker (tansu): a consumer restarted within its \
+                 session timeout can leave one partition assigned to its dead predecessor, which the broker \
+                 never expires; the acknowledged coupons of that partition wait unstored and the drain \
+                 times out. The consumers' stall watch rejoins only members that hold no partition",
+            ),
         },
         Scenario {
             name: "pause-server",
@@ -180,14 +196,10 @@ pub fn scenarios() -> Vec<Scenario> {
         Scenario {
             name: "clock-shift",
             about: "the gate's clock (the campaign's Redis master) 2 minutes behind the servers' for the whole sale, \
-                    and consumer-1 killed mid-sale",
+                    and consumer-1 killed mid-sale for 10 s",
             gate_clock_shift_secs: -120,
-            steps: vec![step(0.3, Fault::KillConsumer(0), 2)],
-            known_failure: Some(
-                "I3 under after-log: the reconciler compares the broker's record times (the servers' clocks) with \
-                 the gate's clock, so a gate behind the servers voids acknowledged events still in the log \
-                 (PROTOCOL.md section 9, clock assumptions)",
-            ),
+            steps: vec![step(0.3, Fault::KillConsumer(0), CONSUMER_DOWN_SECS)],
+            known_failure: None,
         },
         Scenario {
             name: "redis-latency",
@@ -225,7 +237,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 step(0.04, Fault::PauseServer(1), pause),
                 step(0.44, Fault::KillServer(0), 2),
                 step(0.52, Fault::PauseBroker, 5),
-                step(0.66, Fault::KillConsumer(1), 2),
+                step(0.66, Fault::KillConsumer(1), CONSUMER_DOWN_SECS),
                 step(0.73, Fault::RedisRestart, 3),
                 step(0.86, Fault::PostgresKill, 3),
                 step(0.95, Fault::RedisLatency(800), 3),

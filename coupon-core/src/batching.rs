@@ -327,6 +327,7 @@ mod tests {
                     nth: 1,
                     remaining: 9,
                     seq: 1,
+                    admitted_at: crate::domain::timestamp_now(),
                 })
                 .collect())
         });
@@ -382,6 +383,7 @@ mod tests {
                         nth: 1,
                         remaining: 0,
                         seq: 1,
+                        admitted_at: crate::domain::timestamp_now(),
                     })
                     .collect())
             }

@@ -274,8 +274,10 @@ impl Issuer {
                 .into());
             }
         };
-        let (nth, seq) = match admission {
-            Admission::Admitted { nth, seq, .. } => (nth, seq),
+        let (nth, seq, admitted_at) = match admission {
+            Admission::Admitted {
+                nth, seq, admitted_at, ..
+            } => (nth, seq, admitted_at),
             Admission::AlreadyIssued => return Ok(IssueOutcome::AlreadyIssued),
             Admission::SoldOut => return Ok(IssueOutcome::SoldOut),
             // The store says open and in the window (checked above), the gate does not know
@@ -292,7 +294,11 @@ impl Issuer {
             }
         };
 
-        let event = IssueEvent::for_admission(&campaign, coupon_id, user_id.clone(), nth, now).with_admission_seq(seq);
+        // Stamped with the gate's time: the log records it under that time, so the
+        // reconciler's horizon and the ledger share one clock (PROTOCOL.md section 6).
+        let event = IssueEvent::for_admission(&campaign, coupon_id, user_id.clone(), nth, now)
+            .with_admission_seq(seq)
+            .with_admitted_at(admitted_at);
         let coupon = Coupon::from_event(&event);
         match self.config.ack {
             AckMode::AfterLog => {

@@ -291,13 +291,16 @@ impl EventLog for KafkaLog {
 
     async fn publish(&self, event: &IssueEvent) -> Result<(), BackendError> {
         let key = self.key(event);
+        // The record's time is the gate's admission time, not this host's clock: the
+        // reconciler compares it with the gate's ledger (PROTOCOL.md section 6).
         self.publisher
-            .send(
+            .send_at(
                 "publish",
                 &self.config.topic,
                 Some(key.as_bytes()),
                 &event.encode(),
                 &[],
+                event.admitted_at.map(|at| at.timestamp_millis()),
             )
             .await
             .map(|_| ())

@@ -174,11 +174,28 @@ impl Publisher {
         payload: &[u8],
         headers: &[(String, String)],
     ) -> Result<(i32, i64), BackendError> {
+        self.send_at(operation, topic, key, payload, headers, None).await
+    }
+
+    /// [`Publisher::send`] with the record's time (`CreateTime`, milliseconds since the
+    /// epoch) set by the caller instead of taken from this host's clock.
+    pub async fn send_at(
+        &self,
+        operation: &'static str,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: &[u8],
+        headers: &[(String, String)],
+        timestamp_ms: Option<i64>,
+    ) -> Result<(i32, i64), BackendError> {
         let (tx, rx) = oneshot::channel();
         let mut record: BaseRecord<'_, [u8], [u8], Box<oneshot::Sender<Delivery>>> =
             BaseRecord::with_opaque_to(topic, Box::new(tx)).payload(payload);
         if let Some(key) = key {
             record = record.key(key);
+        }
+        if let Some(ms) = timestamp_ms {
+            record = record.timestamp(ms);
         }
         if !headers.is_empty() {
             let mut h = OwnedHeaders::new_with_capacity(headers.len());

@@ -7,7 +7,8 @@
 -- admission's own identity), scored with this server's clock in microseconds.
 -- Each admission takes the campaign's next number (meta field `seq`), carried in its event:
 -- the store refuses a number twice, which is how a gate gone back in time is found.
--- Returns a flat array, four integers per admission: status, nth, remaining, seq
+-- Returns a flat array, five integers per admission: status, nth, remaining, seq, and the
+-- time the ledger holds (this server's TIME in microseconds; 0 unless admitted)
 --   status 0 admitted, 1 already issued, 2 sold out, 3 not open, 4 closed (window over),
 --   5 fenced (the campaign waits for a sync: meta field `fenced`); a campaign closed in
 --   the gate (meta field `closed`, close.lua) answers 4 as well
@@ -16,6 +17,7 @@ local out = {}
 local function all(status)
   for _ = 1, n do
     out[#out + 1] = status
+    out[#out + 1] = 0
     out[#out + 1] = 0
     out[#out + 1] = 0
     out[#out + 1] = 0
@@ -94,7 +96,9 @@ for i = 2, #ARGV, 2 do
     out[#out + 1] = nth
     out[#out + 1] = stock
     out[#out + 1] = seq
+    out[#out + 1] = at
   else
+    out[#out + 1] = 0
     out[#out + 1] = 0
     out[#out + 1] = 0
     out[#out + 1] = 0

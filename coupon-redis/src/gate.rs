@@ -185,7 +185,7 @@ impl RedisGate {
         }
         let mut conn = self.conn.clone();
         let flat: Vec<i64> = self.run("admit", invocation.run(&mut conn)).await?;
-        if flat.len() != admissions.len() * 4 {
+        if flat.len() != admissions.len() * 5 {
             return Err(unexpected_reply(
                 "admit",
                 format!(
@@ -195,12 +195,14 @@ impl RedisGate {
                 ),
             ));
         }
-        flat.chunks_exact(4)
+        flat.chunks_exact(5)
             .map(|c| match c[0] {
                 0 => Ok(Admission::Admitted {
                     nth: u32::try_from(c[1]).map_err(|_| unexpected_reply("admit", "nth out of range"))?,
                     remaining: u64::try_from(c[2]).map_err(|_| unexpected_reply("admit", "negative stock"))?,
                     seq: u64::try_from(c[3]).map_err(|_| unexpected_reply("admit", "negative admission number"))?,
+                    admitted_at: DateTime::<Utc>::from_timestamp_micros(c[4])
+                        .ok_or_else(|| unexpected_reply("admit", "admission time out of range"))?,
                 }),
                 1 => Ok(Admission::AlreadyIssued),
                 2 => Ok(Admission::SoldOut),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::Duration;
 
-use super::support::{admit, admit_keyed, now_ms, open_campaign, user};
+use super::support::{admit, admit_keyed, now_ms, open_campaign, untimed, user};
 use crate::domain::{Admission, CouponId, ReservationKey};
 use crate::gate::{AdmitRequest, IssueGate};
 
@@ -370,25 +370,34 @@ pub async fn admit_many_answers_in_order(gate: Arc<dyn IssueGate>) {
         req(&b, 1),
         req(&unknown, 0),
     ];
-    let got = gate.admit_many(&requests, now_ms()).await.unwrap();
+    let got: Vec<Admission> = gate
+        .admit_many(&requests, now_ms())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(untimed)
+        .collect();
     assert_eq!(
         got,
         vec![
             Admission::Admitted {
                 nth: 1,
                 remaining: 1,
-                seq: 1
+                seq: 1,
+                admitted_at: chrono::DateTime::UNIX_EPOCH,
             },
             Admission::AlreadyIssued,
             Admission::Admitted {
                 nth: 1,
                 remaining: 0,
-                seq: 1
+                seq: 1,
+                admitted_at: chrono::DateTime::UNIX_EPOCH,
             },
             Admission::Admitted {
                 nth: 1,
                 remaining: 0,
-                seq: 2
+                seq: 2,
+                admitted_at: chrono::DateTime::UNIX_EPOCH,
             },
             Admission::SoldOut,
             Admission::SoldOut,

@@ -171,3 +171,18 @@ macro_rules! store_conformance {
         );
     };
 }
+
+/// `admission` with its time cleared, to compare answers whatever the gate's clock said.
+pub fn untimed(admission: Admission) -> Admission {
+    match admission {
+        Admission::Admitted {
+            nth, remaining, seq, ..
+        } => Admission::Admitted {
+            nth,
+            remaining,
+            seq,
+            admitted_at: chrono::DateTime::UNIX_EPOCH,
+        },
+        other => other,
+    }
+}

@@ -146,6 +146,10 @@ pub struct IssueEvent {
     /// events from before protocol v2 part 2, and from gates that do not number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission_seq: Option<u64>,
+    /// When the gate admitted it, on the gate's clock ([`Admission::Admitted`]'s
+    /// `admitted_at`): the time the log records it under. Absent in older events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_at: Option<DateTime<Utc>>,
 }
 
 impl IssueEvent {
@@ -174,7 +178,14 @@ impl IssueEvent {
             issued_at,
             valid_until: campaign.validity.valid_until(issued_at),
             admission_seq: None,
+            admitted_at: None,
         }
+    }
+
+    /// The same event stamped with the gate's admission time.
+    pub fn with_admitted_at(mut self, at: DateTime<Utc>) -> Self {
+        self.admitted_at = Some(at);
+        self
     }
 
     /// The same event carrying the gate's admission number (`0`, a gate that does not
@@ -262,6 +273,11 @@ pub enum Admission {
         /// restart from an older snapshot), which the store then detects
         /// ([`Fence::SequenceReused`]). `0` for a gate that does not number admissions.
         seq: u64,
+        /// When the gate admitted it, on the gate's own clock: the time its ledger holds
+        /// (Redis `TIME`). The event carries it to the log as the record's time, so the
+        /// reconciler compares the log's horizon and the ledger on one clock
+        /// (PROTOCOL.md section 6), whatever the servers' clocks say.
+        admitted_at: DateTime<Utc>,
     },
     /// The user already holds the per-user limit.
     AlreadyIssued,

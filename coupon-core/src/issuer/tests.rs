@@ -23,6 +23,7 @@ fn gate_admitting(nth: u32) -> MockIssueGate {
             nth,
             remaining: 5,
             seq: 1,
+            admitted_at: crate::domain::timestamp_now(),
         })
     });
     gate

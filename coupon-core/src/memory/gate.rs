@@ -89,6 +89,7 @@ impl CampaignGate {
             nth,
             remaining: self.remaining,
             seq: self.seq,
+            admitted_at: at,
         }
     }
 
