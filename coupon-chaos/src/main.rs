@@ -275,15 +275,7 @@ async fn run_one(
         // The operator's step after a gate went back in time (PROTOCOL.md 5a).
         let base = system.base(0);
         wait_for("an operator sync to be accepted", Duration::from_secs(120), || async {
-            let (status, _) = admin
-                .send(
-                    reqwest::Method::POST,
-                    format!("{base}/v1/campaigns/{campaign}/sync"),
-                    None,
-                )
-                .await
-                .ok()?;
-            (status == 200).then_some(())
+            admin.sync(&base, &campaign).await.ok().map(|_| ())
         })
         .await?;
     }
@@ -418,11 +410,20 @@ async fn read_store(db: &str, campaign: &str) -> Result<(Vec<Row>, u64)> {
                 order_id: r.get(3),
             })
             .collect();
-    let voids: i64 = sqlx::query("SELECT count(*) FROM coupon_voids WHERE campaign_id = $1")
-        .bind(id)
+    // Binaries older than the reservation protocol v2 have no voids table: none voided.
+    let has_voids: bool = sqlx::query("SELECT to_regclass('coupon_voids') IS NOT NULL")
         .fetch_one(&pool)
         .await?
         .get(0);
+    let voids: i64 = if has_voids {
+        sqlx::query("SELECT count(*) FROM coupon_voids WHERE campaign_id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await?
+            .get(0)
+    } else {
+        0
+    };
     pool.close().await;
     Ok((rows, voids as u64))
 }

@@ -36,9 +36,9 @@ pub struct KafkaConfig {
     pub extra: Vec<(String, String)>,
     /// How often a consumer checks its assignment and its group's lag (default 10 s).
     pub stall_check_every: Duration,
-    /// How long a consumer may hold no partition while its group has uncommitted
-    /// events and commits nothing before it leaves and joins the group again (default
-    /// 60 s). Keep it well above the group's rebalance time, or members rejoin while
+    /// How long a consumer may have nothing uncommitted of its own while partitions
+    /// held elsewhere wait and do not advance before it leaves and joins the group
+    /// again (default 60 s). Keep it well above the group's rebalance time, or members rejoin while
     /// the group is still forming.
     pub rejoin_after: Duration,
 }

@@ -11,7 +11,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::config::{KafkaConfig, PartitionKey};
 use crate::errors::backend_error;
-use crate::producer::Publisher;
+use crate::producer::{Outgoing, Publisher};
 use crate::source::{GroupContext, KafkaSource};
 
 /// How long metadata and offset queries may take.
@@ -157,7 +157,7 @@ impl GroupProgress {
 
 /// A client of `group` that never joins it (reading committed offsets needs no
 /// membership), and per partition: (partition, committed position, low, high).
-fn positions(config: &KafkaConfig, group: &str, operation: &'static str) -> Result<Positions, BackendError> {
+pub(crate) fn positions(config: &KafkaConfig, group: &str, operation: &'static str) -> Result<Positions, BackendError> {
     let err = |e| backend_error(operation, e);
     let topic = config.topic.as_str();
     let group_client: BaseConsumer = config
@@ -205,31 +205,42 @@ fn positions(config: &KafkaConfig, group: &str, operation: &'static str) -> Resu
     Ok(out)
 }
 
-type Positions = Vec<PartitionPosition>;
+pub(crate) type Positions = Vec<PartitionPosition>;
 
-struct PartitionPosition {
-    partition: i32,
-    committed: Option<i64>,
-    low: i64,
-    high: i64,
+/// Where a group stands on one partition.
+pub(crate) struct PartitionPosition {
+    pub(crate) partition: i32,
+    pub(crate) committed: Option<i64>,
+    pub(crate) low: i64,
+    pub(crate) high: i64,
 }
 
 impl PartitionPosition {
     /// The first offset the group has not stored.
-    fn position(&self) -> i64 {
+    pub(crate) fn position(&self) -> i64 {
         self.committed.map_or(self.low, |n| n.max(self.low))
+    }
+
+    /// Retained events the group has not committed on this partition.
+    pub(crate) fn uncommitted(&self) -> i64 {
+        (self.high - self.position()).max(0)
+    }
+}
+
+impl GroupProgress {
+    pub(crate) fn of(positions: &[PartitionPosition]) -> Self {
+        Self {
+            partitions: positions.len(),
+            committed_partitions: positions.iter().filter(|p| p.committed.is_some()).count(),
+            retained: positions.iter().map(|p| p.high - p.low).sum(),
+            uncommitted: positions.iter().map(PartitionPosition::uncommitted).sum(),
+            committed_total: positions.iter().map(PartitionPosition::position).sum(),
+        }
     }
 }
 
 pub(crate) fn group_progress(config: &KafkaConfig, group: &str) -> Result<GroupProgress, BackendError> {
-    let positions = positions(config, group, "group_progress")?;
-    Ok(GroupProgress {
-        partitions: positions.len(),
-        committed_partitions: positions.iter().filter(|p| p.committed.is_some()).count(),
-        retained: positions.iter().map(|p| p.high - p.low).sum(),
-        uncommitted: positions.iter().map(|p| (p.high - p.position()).max(0)).sum(),
-        committed_total: positions.iter().map(PartitionPosition::position).sum(),
-    })
+    Ok(GroupProgress::of(&positions(config, group, "group_progress")?))
 }
 
 /// The publish time of the oldest message `group` has not committed, over every partition.
@@ -293,22 +304,18 @@ impl EventLog for KafkaLog {
         let key = self.key(event);
         // The record's time is the gate's admission time, not this host's clock: the
         // reconciler compares it with the gate's ledger (PROTOCOL.md section 6).
-        self.publisher
-            .send_at(
-                "publish",
-                &self.config.topic,
-                Some(key.as_bytes()),
-                &event.encode(),
-                &[],
-                event.admitted_at.map(|at| at.timestamp_millis()),
-            )
-            .await
-            .map(|_| ())
+        let payload = event.encode();
+        let out = Outgoing {
+            key: Some(key.as_bytes()),
+            timestamp_ms: event.admitted_at.map(|at| at.timestamp_millis()),
+            ..Outgoing::to(&self.config.topic, &payload)
+        };
+        self.publisher.send("publish", out).await.map(|_| ())
     }
 
     async fn publish_raw(&self, payload: &[u8]) -> Result<(), BackendError> {
         self.publisher
-            .send("publish", &self.config.topic, None, payload, &[])
+            .send("publish", Outgoing::to(&self.config.topic, payload))
             .await
             .map(|_| ())
     }

@@ -81,6 +81,34 @@ pub struct Publisher {
     replaced: AtomicU64,
 }
 
+/// One message for [`Publisher::send`].
+pub struct Outgoing<'a> {
+    /// The topic to publish to.
+    pub topic: &'a str,
+    /// The partitioning key, if any.
+    pub key: Option<&'a [u8]>,
+    /// The message body.
+    pub payload: &'a [u8],
+    /// Headers, as text.
+    pub headers: &'a [(String, String)],
+    /// The record's time (`CreateTime`, milliseconds since the epoch); this host's clock
+    /// when unset.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl<'a> Outgoing<'a> {
+    /// `payload` to `topic`, without key, headers or a time of its own.
+    pub fn to(topic: &'a str, payload: &'a [u8]) -> Self {
+        Self {
+            topic,
+            key: None,
+            payload,
+            headers: &[],
+            timestamp_ms: None,
+        }
+    }
+}
+
 impl Publisher {
     /// An idempotent `acks=all` producer for `config`.
     pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
@@ -166,28 +194,14 @@ impl Publisher {
     }
 
     /// Sends one message and waits for its acknowledgement. Returns (partition, offset).
-    pub async fn send(
-        &self,
-        operation: &'static str,
-        topic: &str,
-        key: Option<&[u8]>,
-        payload: &[u8],
-        headers: &[(String, String)],
-    ) -> Result<(i32, i64), BackendError> {
-        self.send_at(operation, topic, key, payload, headers, None).await
-    }
-
-    /// [`Publisher::send`] with the record's time (`CreateTime`, milliseconds since the
-    /// epoch) set by the caller instead of taken from this host's clock.
-    pub async fn send_at(
-        &self,
-        operation: &'static str,
-        topic: &str,
-        key: Option<&[u8]>,
-        payload: &[u8],
-        headers: &[(String, String)],
-        timestamp_ms: Option<i64>,
-    ) -> Result<(i32, i64), BackendError> {
+    pub async fn send(&self, operation: &'static str, out: Outgoing<'_>) -> Result<(i32, i64), BackendError> {
+        let Outgoing {
+            topic,
+            key,
+            payload,
+            headers,
+            timestamp_ms,
+        } = out;
         let (tx, rx) = oneshot::channel();
         let mut record: BaseRecord<'_, [u8], [u8], Box<oneshot::Sender<Delivery>>> =
             BaseRecord::with_opaque_to(topic, Box::new(tx)).payload(payload);

@@ -1,5 +1,6 @@
 //! [`KafkaSource`]: a consumer-group member yielding batches, committing only when told.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,8 +14,8 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::config::KafkaConfig;
 use crate::errors::backend_error;
-use crate::log::{blocking, group_progress};
-use crate::producer::Publisher;
+use crate::log::{GroupProgress, PartitionPosition, blocking, positions};
+use crate::producer::{Outgoing, Publisher};
 
 /// Logs rebalances; commits of revoked partitions are skipped by [`KafkaSource::commit`].
 pub struct GroupContext;
@@ -32,12 +33,16 @@ impl ConsumerContext for GroupContext {
 /// It watches for a stalled group: every `stall_check_every` it exports how many
 /// partitions it holds (`coupon_consumer_assigned_partitions`) and what its group has
 /// not committed (`coupon_consumer_group_uncommitted`), both labelled by group. When
-/// it holds nothing while its group has uncommitted events and commits nothing, it
-/// logs a warning, and after `rejoin_after` of that it leaves and joins the group
-/// again: a broker that lost the members' sessions once left partitions unassigned
-/// for over a minute while acknowledged coupons waited unstored. (An idle member of a
-/// group whose other members commit is normal, with more members than partitions,
-/// and is left alone: a rejoin makes the whole group rebalance.)
+/// it has nothing uncommitted on its own partitions (or holds none) while partitions
+/// held elsewhere have uncommitted events and none of them advanced since the last
+/// check, it logs a warning, and after `rejoin_after` of that it leaves and joins the
+/// group again. Two stalls were seen on the local broker (tansu): partitions left
+/// unassigned for over a minute after the members' sessions were lost, and the
+/// partitions of a member killed with `kill -9` left to nobody (the broker dropped the
+/// member on a heartbeat but kept the group's old assignment; the LeaveGroup of a
+/// rejoin makes it assign again). Either way acknowledged coupons waited unstored. (An
+/// idle member of a group whose other members commit is normal, with more members than
+/// partitions, and is left alone: a rejoin makes the whole group rebalance.)
 pub struct KafkaSource {
     consumer: Arc<StreamConsumer<GroupContext>>,
     publisher: Arc<Publisher>,
@@ -49,7 +54,10 @@ pub struct KafkaSource {
 struct StallWatch {
     last_check: tokio::time::Instant,
     idle_since: Option<tokio::time::Instant>,
-    committed_total: Option<i64>,
+    /// Each partition's position at the last check.
+    positions: HashMap<i32, i64>,
+    /// This member's partitions at the last check.
+    mine: Vec<i32>,
     assigned: Arc<AtomicU64>,
     rejoins: Arc<AtomicU64>,
 }
@@ -70,7 +78,8 @@ impl KafkaSource {
                 // The first check after one period: joining the group takes a moment.
                 last_check: tokio::time::Instant::now(),
                 idle_since: None,
-                committed_total: None,
+                positions: HashMap::new(),
+                mine: Vec::new(),
                 assigned: Arc::default(),
                 rejoins: Arc::default(),
             },
@@ -94,45 +103,53 @@ impl KafkaSource {
             return;
         }
         self.watch.last_check = now;
-        let assigned = match self.consumer.assignment() {
+        let mine: Vec<i32> = match self.consumer.assignment() {
             Ok(list) => {
-                let n = list.elements_for_topic(&self.config.topic).len() as u64;
+                let mut mine: Vec<i32> = list
+                    .elements_for_topic(&self.config.topic)
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
                 drop(list);
-                n
+                mine.sort_unstable();
+                mine
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not read this member's assignment");
                 return;
             }
         };
-        self.watch.assigned.store(assigned, Ordering::Relaxed);
-        metrics::gauge!("coupon_consumer_assigned_partitions", "group" => self.group.clone()).set(assigned as f64);
+        self.watch.assigned.store(mine.len() as u64, Ordering::Relaxed);
+        metrics::gauge!("coupon_consumer_assigned_partitions", "group" => self.group.clone()).set(mine.len() as f64);
         let (config, group) = (self.config.clone(), self.group.clone());
-        let progress = match blocking("group_progress", move || group_progress(&config, &group)).await {
-            Ok(progress) => progress,
+        let positions = match blocking("group_progress", move || positions(&config, &group, "group_progress")).await {
+            Ok(positions) => positions,
             Err(e) => {
                 tracing::warn!(error = %e, "could not read the group's progress");
                 return;
             }
         };
         metrics::gauge!("coupon_consumer_group_uncommitted", "group" => self.group.clone())
-            .set(progress.uncommitted as f64);
-        let advanced = self
-            .watch
-            .committed_total
-            .is_some_and(|before| progress.committed_total > before);
-        self.watch.committed_total = Some(progress.committed_total);
-        if assigned > 0 || progress.uncommitted == 0 || advanced {
+            .set(GroupProgress::of(&positions).uncommitted as f64);
+        let stall = Stall::judge(&positions, &mine, &self.watch.positions);
+        self.watch.positions = positions.iter().map(|p| (p.partition, p.position())).collect();
+        // A new assignment means the group rebalanced (perhaps on another member's
+        // rejoin): it gets a whole bound of its own, or members rejoining in turn would
+        // keep the group rebalancing.
+        let rebalanced = std::mem::replace(&mut self.watch.mine, mine.clone()) != mine;
+        let Some(stall) = stall.filter(|_| !rebalanced) else {
             self.watch.idle_since = None;
             return;
-        }
+        };
         let idle_since = *self.watch.idle_since.get_or_insert(now);
         let idle = now.duration_since(idle_since);
         tracing::warn!(
             group = %self.group,
-            uncommitted = progress.uncommitted,
+            held = mine.len(),
+            waiting_elsewhere = stall.waiting,
+            partitions = ?stall.partitions,
             idle_secs = idle.as_secs(),
-            "this member holds no partition while its group has uncommitted events and commits nothing"
+            "this member has drained its partitions while others of its group hold uncommitted events and commit nothing"
         );
         if idle >= self.config.rejoin_after {
             let topic = self.config.topic.clone();
@@ -146,6 +163,34 @@ impl KafkaSource {
             }
             self.watch.idle_since = None;
         }
+    }
+}
+
+/// Partitions this member does not hold, waiting with uncommitted events while
+/// their owner commits nothing, and this member with nothing left of its own.
+#[derive(Debug, PartialEq)]
+struct Stall {
+    partitions: Vec<i32>,
+    waiting: i64,
+}
+
+impl Stall {
+    /// `before`: each partition's position at the previous check (empty at the first,
+    /// which never judges a stall: nothing is known about progress yet).
+    fn judge(positions: &[PartitionPosition], mine: &[i32], before: &HashMap<i32, i64>) -> Option<Self> {
+        let (held, elsewhere): (Vec<_>, Vec<_>) = positions.iter().partition(|p| mine.contains(&p.partition));
+        if held.iter().any(|p| p.uncommitted() > 0) {
+            return None;
+        }
+        let waiting: Vec<&PartitionPosition> = elsewhere.into_iter().filter(|p| p.uncommitted() > 0).collect();
+        let stuck = |p: &&PartitionPosition| before.get(&p.partition).is_some_and(|&b| p.position() <= b);
+        if waiting.is_empty() || !waiting.iter().all(stuck) {
+            return None;
+        }
+        Some(Self {
+            partitions: waiting.iter().map(|p| p.partition).collect(),
+            waiting: waiting.iter().map(|p| p.uncommitted()).sum(),
+        })
     }
 }
 
@@ -244,15 +289,68 @@ impl EventSource for KafkaSource {
 
     async fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), BackendError> {
         let headers = letter.headers(&self.group);
-        self.publisher
-            .send(
-                "dead_letter",
-                &self.config.dead_letter_topic,
-                None,
-                &letter.record.payload,
-                &headers,
-            )
-            .await
-            .map(|_| ())
+        let out = Outgoing {
+            headers: &headers,
+            ..Outgoing::to(&self.config.dead_letter_topic, &letter.record.payload)
+        };
+        self.publisher.send("dead_letter", out).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Partition `partition` holding offsets 0..`high`, committed up to `committed`.
+    fn at(partition: i32, committed: i64, high: i64) -> PartitionPosition {
+        PartitionPosition {
+            partition,
+            committed: Some(committed),
+            low: 0,
+            high,
+        }
+    }
+
+    fn before(positions: &[(i32, i64)]) -> HashMap<i32, i64> {
+        positions.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_drained_member_beside_a_partition_that_waits_and_does_not_advance_is_stalled() {
+        let positions = [at(0, 10, 10), at(1, 4, 9)];
+        let stall = Stall::judge(&positions, &[0], &before(&[(0, 8), (1, 4)]));
+        assert_eq!(
+            stall,
+            Some(Stall {
+                partitions: vec![1],
+                waiting: 5
+            })
+        );
+    }
+
+    #[test]
+    fn a_member_holding_nothing_beside_a_group_that_commits_nothing_is_stalled() {
+        let positions = [at(0, 2, 5)];
+        assert!(Stall::judge(&positions, &[], &before(&[(0, 2)])).is_some());
+    }
+
+    #[test]
+    fn no_stall_while_this_member_has_work_of_its_own() {
+        let positions = [at(0, 3, 10), at(1, 4, 9)];
+        assert_eq!(Stall::judge(&positions, &[0], &before(&[(0, 3), (1, 4)])), None);
+    }
+
+    #[test]
+    fn no_stall_while_a_waiting_partition_advances() {
+        let positions = [at(0, 10, 10), at(1, 6, 9)];
+        assert_eq!(Stall::judge(&positions, &[0], &before(&[(0, 10), (1, 4)])), None);
+    }
+
+    #[test]
+    fn no_stall_when_nothing_waits_or_at_the_first_check() {
+        let drained = [at(0, 10, 10), at(1, 9, 9)];
+        assert_eq!(Stall::judge(&drained, &[0], &before(&[(0, 10), (1, 9)])), None);
+        let waiting = [at(0, 10, 10), at(1, 4, 9)];
+        assert_eq!(Stall::judge(&waiting, &[0], &HashMap::new()), None);
     }
 }

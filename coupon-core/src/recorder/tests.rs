@@ -49,6 +49,41 @@ fn source_once(records: Vec<LogRecord>, seq: &mut Sequence) -> MockEventSource {
     source
 }
 
+/// A store that fences `coupon` with `fence` and stores the rest, once.
+fn store_fencing_one(coupon: crate::domain::CouponId, fence: crate::domain::Fence) -> MockIssueStore {
+    let mut store = MockIssueStore::new();
+    store.expect_record().times(1).returning(move |events| {
+        Ok(events
+            .iter()
+            .map(|e| {
+                if e.coupon_id == coupon {
+                    RecordOutcome::Fenced { fence }
+                } else {
+                    RecordOutcome::Stored
+                }
+            })
+            .collect())
+    });
+    store
+}
+
+/// One dead letter (handed to `seen`), then the commit, in that order.
+fn dead_letter_then_commit(
+    source: &mut MockEventSource,
+    seq: &mut Sequence,
+    seen: impl Fn(&DeadLetter) + Send + 'static,
+) {
+    source
+        .expect_dead_letter()
+        .times(1)
+        .in_sequence(seq)
+        .returning(move |letter| {
+            seen(letter);
+            Ok(())
+        });
+    source.expect_commit().times(1).in_sequence(seq).returning(|_| Ok(()));
+}
+
 fn config() -> RecorderConfig {
     RecorderConfig::default().with_max_attempts(3)
 }
@@ -122,19 +157,9 @@ async fn an_event_the_store_rejects_is_dead_lettered_after_n_attempts_while_the_
         .returning(|_, keys| Ok(vec![crate::domain::VoidOutcome::Voided; keys.len()]));
     let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
     let l = letters.clone();
-    source
-        .expect_dead_letter()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(move |letter| {
-            l.lock().unwrap().push(letter.clone());
-            Ok(())
-        });
-    source
-        .expect_commit()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+    dead_letter_then_commit(&mut source, &mut seq, move |letter| {
+        l.lock().unwrap().push(letter.clone())
+    });
     let mut recorder = Recorder::new(Box::new(source), arc(store), config());
     let report = recorder.run_once().await;
     assert_eq!((report.stored, report.dead_lettered), (2, 1));
@@ -283,21 +308,7 @@ async fn a_fenced_event_is_dead_lettered_at_once_and_settled() {
     let fenced = sent[0].coupon_id;
     let mut seq = Sequence::new();
     let mut source = source_once(records(&sent), &mut seq);
-    let mut store = MockIssueStore::new();
-    store.expect_record().times(1).returning(move |events| {
-        Ok(events
-            .iter()
-            .map(|e| {
-                if e.coupon_id == fenced {
-                    RecordOutcome::Fenced {
-                        fence: crate::domain::Fence::Voided,
-                    }
-                } else {
-                    RecordOutcome::Stored
-                }
-            })
-            .collect())
-    });
+    let store = store_fencing_one(fenced, crate::domain::Fence::Voided);
     let mut gate = MockIssueGate::new();
     gate.expect_settle()
         .withf(|_, keys| keys.len() == 2)
@@ -305,19 +316,9 @@ async fn a_fenced_event_is_dead_lettered_at_once_and_settled() {
         .returning(|_, keys| Ok(keys.len() as u64));
     let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
     let l = letters.clone();
-    source
-        .expect_dead_letter()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(move |letter| {
-            l.lock().unwrap().push(letter.clone());
-            Ok(())
-        });
-    source
-        .expect_commit()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+    dead_letter_then_commit(&mut source, &mut seq, move |letter| {
+        l.lock().unwrap().push(letter.clone())
+    });
     struct Fenced(Mutex<Vec<crate::domain::Fence>>);
     impl RecordObserver for Fenced {
         fn stored(&self, _: &[IssueEvent]) {}
@@ -348,21 +349,7 @@ async fn a_refusal_proving_the_gate_went_back_is_voided_and_released_not_settled
     let refused = sent[0].coupon_id;
     let mut seq = Sequence::new();
     let mut source = source_once(records(&sent), &mut seq);
-    let mut store = MockIssueStore::new();
-    store.expect_record().times(1).returning(move |events| {
-        Ok(events
-            .iter()
-            .map(|e| {
-                if e.coupon_id == refused {
-                    RecordOutcome::Fenced {
-                        fence: crate::domain::Fence::SequenceReused,
-                    }
-                } else {
-                    RecordOutcome::Stored
-                }
-            })
-            .collect())
-    });
+    let mut store = store_fencing_one(refused, crate::domain::Fence::SequenceReused);
     store
         .expect_void()
         .withf(move |_, keys| keys.len() == 1 && keys[0].coupon_id == refused)
@@ -378,16 +365,7 @@ async fn a_refusal_proving_the_gate_went_back_is_voided_and_released_not_settled
         .withf(move |_, keys| keys.len() == 1 && keys[0].coupon_id != refused)
         .times(1)
         .returning(|_, keys| Ok(keys.len() as u64));
-    source
-        .expect_dead_letter()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
-    source
-        .expect_commit()
-        .times(1)
-        .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+    dead_letter_then_commit(&mut source, &mut seq, |_| ());
     let mut recorder = Recorder::new(Box::new(source), arc(store), config()).with_gate(arc(gate));
     let report = recorder.run_once().await;
     assert_eq!((report.stored, report.fenced, report.dead_lettered), (1, 1, 1));

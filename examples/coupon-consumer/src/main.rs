@@ -53,8 +53,9 @@ struct Config {
     /// Longest wait to fill a batch, in milliseconds.
     #[arg(long, env = "COUPON_BATCH_WAIT_MS", default_value_t = 20)]
     batch_wait_ms: u64,
-    /// Seconds this consumer may hold no partition while its group has uncommitted
-    /// events and commits nothing, before it leaves and joins the group again.
+    /// Seconds this consumer may have nothing uncommitted of its own while partitions
+    /// held elsewhere wait and do not advance (a dead member keeping them, or none
+    /// assigned), before it leaves and joins the group again.
     #[arg(long, env = "COUPON_CONSUMER_REJOIN_AFTER_SECS", default_value_t = 60)]
     rejoin_after_secs: u64,
     /// Serve `/metrics` and `/healthz` here (off when unset).
