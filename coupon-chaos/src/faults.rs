@@ -116,7 +116,9 @@ fn step(at: f64, fault: Fault, hold_secs: u64) -> Step {
 
 /// Every scenario, `mixed` last.
 pub fn scenarios() -> Vec<Scenario> {
-    let pause = GRACE_SECS + 5;
+    // Past the grace and the next reconcile pass with room to spare: a pause that ends
+    // just as the pass runs shows nothing (2f412b2 reconciled on a 5 s tick).
+    let pause = GRACE_SECS + 10;
     vec![
         Scenario {
             name: "baseline",
@@ -148,7 +150,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "pause-server",
-            about: "server-a paused (SIGSTOP) for the reconciler's grace + 5 s, then resumed",
+            about: "server-a paused (SIGSTOP) for the reconciler's grace + 10 s, then resumed",
             gate_clock_shift_secs: 0,
             steps: vec![step(0.3, Fault::PauseServer(0), pause)],
             known_failure: None,
