@@ -37,6 +37,17 @@ cargo nextest run --workspace --all-features "$@"
 step "doc tests"
 cargo test --workspace --all-features --doc
 
+step "each feature on its own (clippy, warnings are errors)"
+for spec in coupon-core: coupon-core:conformance coupon-core:mock \
+  coupon-sql: coupon-sql:postgres coupon-sql:mysql coupon-sql:sqlite; do
+  package=${spec%%:*} feature=${spec#*:}
+  printf '  %s [%s]\n' "$package" "${feature:-no features}" >&2
+  cargo clippy -q -p "$package" --no-default-features ${feature:+--features "$feature"} -- -D warnings
+done
+
+step "cargo doc (rustdoc warnings, such as broken links, are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace --all-features
+
 if [[ $# -eq 0 ]]; then
   step "coupon-chaos: the short mixed schedule in every ack mode"
   # Its own Redis Cluster, broker and PostgreSQL; the shared services are not touched.

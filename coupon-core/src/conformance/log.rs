@@ -11,7 +11,7 @@ use crate::log::{DeadLetter, EventLog, EventSource, LogRecord, dead_letter_heade
 /// How long one poll may wait. Polls end early as soon as records arrive.
 const POLL: Duration = Duration::from_millis(500);
 /// Polls that may come back empty before a reader gives up.
-const PATIENCE: usize = 40;
+pub const PATIENCE: usize = 40;
 
 fn events(n: usize) -> Vec<IssueEvent> {
     let c = open_campaign(n as u64, 1);
