@@ -38,8 +38,9 @@ step "doc tests"
 cargo test --workspace --all-features --doc
 
 step "each feature on its own (clippy, warnings are errors)"
-for spec in coupon-core: coupon-core:conformance coupon-core:mock \
-  coupon-sql: coupon-sql:postgres coupon-sql:mysql coupon-sql:sqlite; do
+for spec in coupon-core: coupon-core:conformance coupon-core:mock coupon-core:metrics \
+  coupon-sql: coupon-sql:postgres coupon-sql:mysql coupon-sql:sqlite \
+  coupon: coupon:redis coupon:kafka coupon:postgres coupon:mysql coupon:sqlite coupon:metrics; do
   package=${spec%%:*} feature=${spec#*:}
   printf '  %s [%s]\n' "$package" "${feature:-no features}" >&2
   cargo clippy -q -p "$package" --no-default-features ${feature:+--features "$feature"} -- -D warnings

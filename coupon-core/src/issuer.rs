@@ -17,8 +17,9 @@ use crate::gate::IssueGate;
 use crate::log::EventLog;
 use crate::store::IssueStore;
 
-/// When the user is told "issued".
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+/// When the user is told "issued". In configuration files: `after-log`, `after-gate`, `after-store`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum AckMode {
     /// After the event log durably accepted the event (the default). If publishing

@@ -11,33 +11,28 @@
 //! ```
 //! use std::sync::Arc;
 //! use coupon_core::memory::{MemoryGate, MemoryLog, MemoryStore};
-//! use coupon_core::{
-//!     CampaignCache, CampaignService, IssueOutcome, Issuer, IssuerConfig, NewCampaign, Reconciler,
-//!     Recorder, RecorderConfig, UserId, EventLog,
-//! };
+//! use coupon_core::{Coupons, IssueOutcome, NewCampaign, RecorderConfig, UserId};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), coupon_core::Error> {
-//! let (gate, log, store) = (Arc::new(MemoryGate::new()), Arc::new(MemoryLog::new()), Arc::new(MemoryStore::new()));
-//! let cache = CampaignCache::new(store.clone());
-//! let campaigns = CampaignService::new(store.clone(), gate.clone(), Reconciler::new(gate.clone(), store.clone()))
-//!     .with_cache(cache.clone());
-//! let issuer = Issuer::new(gate.clone(), Some(log.clone()), store.clone(), cache, IssuerConfig::default())?;
+//! // Gate, log and store; the builder wires issuer, campaigns and reconciler over them.
+//! let coupons = Coupons::builder(Arc::new(MemoryGate::new()), Arc::new(MemoryStore::new()))
+//!     .log(Arc::new(MemoryLog::new()), "recorder")
+//!     .build()
+//!     .await?;
 //!
 //! // A campaign of 2 coupons, open for the next hour.
 //! let now = chrono::Utc::now();
-//! let campaign = campaigns.create(NewCampaign::new("Launch", 2, now, now + chrono::Duration::hours(1))).await?;
-//! campaigns.open(&campaign.id).await?;
+//! let campaign = coupons.campaigns().create(NewCampaign::new("Launch", 2, now, now + chrono::Duration::hours(1))).await?;
+//! coupons.campaigns().open(&campaign.id).await?;
 //!
 //! let alice = UserId::new("alice")?;
-//! assert!(matches!(issuer.issue(&campaign.id, &alice).await?, IssueOutcome::Issued(_)));
-//! assert_eq!(issuer.issue(&campaign.id, &alice).await?, IssueOutcome::AlreadyIssued);
+//! assert!(matches!(coupons.issuer().issue(&campaign.id, &alice).await?, IssueOutcome::Issued(_)));
+//! assert_eq!(coupons.issuer().issue(&campaign.id, &alice).await?, IssueOutcome::AlreadyIssued);
 //!
 //! // The cold path stores what the hot path published.
-//! let mut recorder = Recorder::new(log.subscribe("recorder").await?, store.clone(), RecorderConfig::default())
-//!     .with_gate(gate.clone());
-//! recorder.drain().await;
-//! assert_eq!(campaigns.counts(&campaign.id).await?.stored, 1);
+//! coupons.recorder(RecorderConfig::default()).await?.drain().await;
+//! assert_eq!(coupons.campaigns().counts(&campaign.id).await?.stored, 1);
 //! # Ok(())
 //! # }
 //! ```
@@ -46,19 +41,23 @@
 //!
 //! - [`domain`]: campaigns, users, coupons, events, outcomes.
 //! - [`IssueGate`], [`EventLog`] / [`EventSource`], [`IssueStore`]: the backend traits.
+//! - [`Coupons`]: the system wired once ([`Coupons::builder`]).
 //! - [`Issuer`] (hot path), [`Recorder`] (cold path), [`Reconciler`] (repair and sync),
 //!   [`CampaignService`] (lifecycle).
+//! - [`layers`]: decorators over the backend traits (metrics with feature `metrics`).
 //! - [`memory`]: in-memory backends.
 //! - `conformance` (feature `conformance`): the suite every backend passes.
 //! - Mocks of the traits with feature `mock` (`MockIssueGate`, ...).
 
 pub mod batching;
 pub mod cache;
+pub mod coupons;
 pub mod domain;
 pub mod error;
 mod fence;
 pub mod gate;
 pub mod issuer;
+pub mod layers;
 pub mod lifecycle;
 pub mod log;
 pub mod memory;
@@ -73,6 +72,7 @@ pub mod conformance;
 
 pub use batching::{BatchConfig, BatchingGate};
 pub use cache::CampaignCache;
+pub use coupons::{Coupons, CouponsBuilder};
 pub use domain::*;
 pub use error::{BackendError, Component, Error, ErrorKind, ValidationError};
 pub use gate::{AdmitRequest, GateCounts, IssueGate, RestoreReport};
@@ -80,7 +80,7 @@ pub use issuer::{AckMode, Issuer, IssuerConfig};
 pub use lifecycle::CampaignService;
 pub use log::{Batch, CommitHandle, DeadLetter, EventLog, EventSource, LogRecord};
 pub use reconciler::{ReconcileReport, Reconciler, SyncReport};
-pub use recorder::{BatchReport, RecordObserver, Recorder, RecorderConfig};
+pub use recorder::{BatchReport, Observers, RecordObserver, Recorder, RecorderConfig};
 pub use store::IssueStore;
 
 #[cfg(any(test, feature = "mock"))]
@@ -89,8 +89,3 @@ pub use gate::MockIssueGate;
 pub use log::{MockEventLog, MockEventSource};
 #[cfg(any(test, feature = "mock"))]
 pub use store::MockIssueStore;
-
-// The README's example is compiled and run as a doc test.
-#[doc = include_str!("../../README.md")]
-#[cfg(doctest)]
-pub struct ReadmeDoctests;

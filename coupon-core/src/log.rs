@@ -135,6 +135,14 @@ pub trait EventLog: Send + Sync + 'static {
     /// if the group has committed everything published so far. The [`crate::Reconciler`]
     /// uses it to tell "never published" from "still on its way".
     async fn oldest_uncommitted(&self, group: &str) -> Result<Option<DateTime<Utc>>, BackendError>;
+
+    /// Waits up to `timeout` until everything published so far is delivered (a
+    /// producer's buffered records, at shutdown). A log whose `publish` returns only once
+    /// the event is delivered has nothing to flush.
+    async fn flush(&self, timeout: Duration) -> Result<(), BackendError> {
+        let _ = timeout;
+        Ok(())
+    }
 }
 
 /// The consumer side of an [`EventLog`]: batches, commits, dead letters.

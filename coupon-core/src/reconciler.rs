@@ -156,6 +156,54 @@ impl Reconciler {
         }
     }
 
+    /// One pass over every campaign the store lists as open. A campaign whose pass fails
+    /// is logged and skipped (the next pass tries it again); the reports are summed.
+    /// Fails only when the store cannot list the open campaigns.
+    pub async fn reconcile_open(&self) -> Result<ReconcileReport, Error> {
+        let mut total = ReconcileReport::default();
+        for id in self.store.open_campaigns().await? {
+            match self.reconcile_now(&id).await {
+                Ok(report) => {
+                    if report.released > 0 || report.settled > 0 {
+                        tracing::info!(campaign = %id, released = report.released, settled = report.settled, "reconciled");
+                    }
+                    total.examined += report.examined;
+                    total.settled += report.settled;
+                    total.released += report.released;
+                    total.kept += report.kept;
+                }
+                Err(e) => tracing::warn!(campaign = %id, error = %e, "reconciler pass failed"),
+            }
+        }
+        Ok(total)
+    }
+
+    /// Reconciles every open campaign ([`Reconciler::reconcile_open`]) once per `every`,
+    /// the first pass one period after the call, until `shutdown` completes. A pass that
+    /// runs long delays the next one and never overlaps it; shutdown does not wait for a
+    /// pass to finish (an interrupted pass leaves nothing half done: each release is
+    /// voided in the store before the gate gives the stock back).
+    pub async fn run_until(&self, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = tick.tick() => {}
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                result = self.reconcile_open() => {
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "reconciler: listing open campaigns failed");
+                    }
+                }
+            }
+        }
+    }
+
     /// Restores the gate from the store (coupons it forgot), then reconciles: the
     /// operator "sync". Safe while traffic flows: it never returns stock the store
     /// does not prove free. If the gate lost the campaign entirely, it refuses

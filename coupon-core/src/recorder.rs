@@ -79,6 +79,30 @@ pub trait RecordObserver: Send + Sync {
     fn fenced(&self, _event: &IssueEvent, _fence: Fence) {}
 }
 
+/// Runs several observers, in order (the server's notifications and its metrics, say).
+pub struct Observers(pub Vec<Arc<dyn RecordObserver>>);
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observers").field("len", &self.0.len()).finish()
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
+impl RecordObserver for Observers {
+    fn stored(&self, events: &[IssueEvent]) {
+        for o in &self.0 {
+            o.stored(events);
+        }
+    }
+
+    fn fenced(&self, event: &IssueEvent, fence: Fence) {
+        for o in &self.0 {
+            o.fenced(event, fence);
+        }
+    }
+}
+
 /// What one batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchReport {

@@ -332,6 +332,11 @@ impl EventLog for KafkaLog {
         let (config, group) = (self.config.clone(), group.to_owned());
         blocking("oldest_uncommitted", move || oldest_uncommitted(&config, &group)).await
     }
+
+    async fn flush(&self, timeout: Duration) -> Result<(), BackendError> {
+        // The inherent method: librdkafka's flush, off the async threads.
+        KafkaLog::flush(self, timeout).await
+    }
 }
 
 /// Runs librdkafka's blocking admin queries off the async threads.

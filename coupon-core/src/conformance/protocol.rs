@@ -556,6 +556,9 @@ impl EventLog for FlakyLog {
     async fn oldest_uncommitted(&self, group: &str) -> Result<Option<DateTime<Utc>>, BackendError> {
         self.inner.oldest_uncommitted(group).await
     }
+    async fn flush(&self, timeout: std::time::Duration) -> Result<(), BackendError> {
+        self.inner.flush(timeout).await
+    }
 }
 
 /// What [`flash_sale_under_faults`] saw.

@@ -11,11 +11,12 @@ use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
 use clap::Parser;
+use coupon_core::layers::metrics::RecorderMetrics;
 use coupon_core::{EventLog, IssueGate, Recorder, RecorderConfig};
 use coupon_kafka::{KafkaConfig, KafkaLog, ensure_topics};
 use coupon_redis::{RedisGate, RedisGateConfig};
 use coupon_server::config::{KafkaTopicArgs, StoreLimits, parse_kafka_option};
-use coupon_server::metrics::{RecorderMetrics, prometheus};
+use coupon_server::metrics::prometheus;
 
 /// `coupon-consumer` settings, from flags or `COUPON_*` variables.
 #[derive(Debug, Parser)]

@@ -18,13 +18,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
-use coupon_server::{Auth, Claims, config::DEV_JWT_SECRET};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
+
+mod token;
+
+use token::{DEV_JWT_SECRET, Minter};
 
 /// How requests are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,7 +130,7 @@ struct Consistency {
 
 struct Shared {
     http: reqwest::Client,
-    auth: Auth,
+    auth: Minter,
     issue_url: String,
     prefix: String,
     repeat_share: f64,
@@ -189,7 +192,7 @@ impl Shared {
     }
 
     async fn one(&self) {
-        let token = self.auth.mint(&Claims::new(self.user(), None, 3_600));
+        let token = self.auth.mint(&self.user(), None, 3_600);
         let started = Instant::now();
         let answer = self.http.post(&self.issue_url).bearer_auth(token).send().await;
         let code = match answer {
@@ -246,12 +249,12 @@ async fn main() -> anyhow::Result<()> {
         bail!("--repeat-share must be between 0 and 1");
     }
     let base = args.url.trim_end_matches('/').to_owned();
-    let auth = Auth::new(&secret);
+    let auth = Minter::new(&secret);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.max_in_flight.max(args.concurrency))
         .timeout(Duration::from_secs(30))
         .build()?;
-    let admin = auth.mint(&Claims::new("loadgen-admin", Some("admin".into()), 3_600));
+    let admin = auth.mint("loadgen-admin", Some("admin"), 3_600);
     let campaign = match &args.campaign {
         Some(id) => id.clone(),
         None => create_campaign(&http, &base, &admin, args.stock).await?,

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
+use coupon_core::layers::metrics::RecorderMetrics;
 use coupon_core::{
-    AckMode, CampaignCache, CampaignService, EventLog, IssueGate, IssueStore, Issuer, IssuerConfig, Reconciler,
-    Recorder, RecorderConfig,
+    AckMode, CampaignService, Coupons, EventLog, IssueGate, IssueStore, Issuer, IssuerConfig, Observers, Recorder,
+    RecorderConfig,
 };
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
@@ -20,7 +21,7 @@ use crate::auth::Auth;
 use crate::backends::Backends;
 use crate::config::ServerConfig;
 use crate::limits::Limits;
-use crate::metrics::{MeteredGate, MeteredLog, Observers, RecorderMetrics, prometheus};
+use crate::metrics::prometheus;
 use crate::notify::Notifier;
 use crate::routes::{campaigns, coupons, events, issue, ops};
 
@@ -29,12 +30,7 @@ use crate::routes::{campaigns, coupons, events, issue, ops};
 pub struct AppState(Arc<Inner>);
 
 struct Inner {
-    issuer: Issuer,
-    campaigns: CampaignService,
-    gate: Arc<dyn IssueGate>,
-    log: Option<Arc<dyn EventLog>>,
-    store: Arc<dyn IssueStore>,
-    consumer_group: String,
+    coupons: Coupons,
     auth: Auth,
     limits: Limits,
     notifier: Notifier,
@@ -44,27 +40,31 @@ struct Inner {
 impl AppState {
     /// The hot path.
     pub fn issuer(&self) -> &Issuer {
-        &self.0.issuer
+        self.0.coupons.issuer()
     }
     /// Campaign lifecycle.
     pub fn campaigns(&self) -> &CampaignService {
-        &self.0.campaigns
+        self.0.coupons.campaigns()
     }
     /// The gate.
     pub fn gate(&self) -> &Arc<dyn IssueGate> {
-        &self.0.gate
+        self.0.coupons.gate()
     }
     /// The event log, unless acknowledging after the store without one.
     pub fn log(&self) -> Option<&Arc<dyn EventLog>> {
-        self.0.log.as_ref()
+        self.0.coupons.log()
     }
     /// The store.
     pub fn store(&self) -> &Arc<dyn IssueStore> {
-        &self.0.store
+        self.0.coupons.store()
     }
     /// The recorders' consumer group.
     pub fn consumer_group(&self) -> &str {
-        &self.0.consumer_group
+        self.0.coupons.consumer_group()
+    }
+    /// The whole wired system.
+    pub fn coupons(&self) -> &Coupons {
+        &self.0.coupons
     }
     /// Token checks.
     pub fn auth(&self) -> &Auth {
@@ -87,7 +87,7 @@ impl AppState {
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("issuer", &self.0.issuer)
+            .field("coupons", &self.0.coupons)
             .finish_non_exhaustive()
     }
 }
@@ -146,50 +146,39 @@ impl Server {
         let secret = config.secret()?;
         let ack = config.ack_mode();
         let in_process_log = backends.kafka.is_none();
-        let gate: Arc<dyn IssueGate> = Arc::new(MeteredGate(backends.gate));
-        let log: Arc<dyn EventLog> = Arc::new(MeteredLog(backends.log));
-        let store = backends.store;
         let grace = Duration::from_secs(config.reconcile_grace_secs);
         let issuer_config = IssuerConfig::default()
-            .with_ack(ack)
             .with_ack_timeout(config.ack_timeout())
             .with_max_background_publishes(config.max_background_publishes);
         // A reconciler must never void an admission this server may still acknowledge.
         issuer_config
+            .with_ack(ack)
             .check_grace(grace)
             .map_err(|e| anyhow::anyhow!("COUPON_RECONCILE_GRACE_SECS (--reconcile-grace-secs) is unsafe: {e}"))?;
-        let cache = CampaignCache::new(store.clone())
-            .with_load_timeout(Duration::from_millis(config.campaign_load_timeout_ms.max(1)));
-        let reconciler = Reconciler::new(gate.clone(), store.clone())
-            .with_log(log.clone(), config.consumer_group.clone())
-            .with_grace(grace);
-        let campaigns = CampaignService::new(store.clone(), gate.clone(), reconciler).with_cache(cache.clone());
-        if backends.gate_in_memory {
-            let restored = campaigns.restore_all_open().await?;
-            for (id, report) in &restored {
-                tracing::info!(campaign = %id, users = report.restore.users_restored, "restored the in-memory gate from the store");
-            }
-        }
-        let issuer = Issuer::new(gate.clone(), Some(log.clone()), store.clone(), cache, issuer_config)?;
+        let coupons = Coupons::builder(backends.gate, backends.store)
+            .log(backends.log, config.consumer_group.clone())
+            .ack(ack)
+            .issuer_config(issuer_config)
+            .grace(grace)
+            .campaign_load_timeout(Duration::from_millis(config.campaign_load_timeout_ms.max(1)))
+            .gate_in_process(backends.gate_in_memory)
+            .metered()
+            .build()
+            .await?;
         let notifier = Notifier::new();
         let recorder = if in_process_log && ack != AckMode::AfterStore {
-            let source = log.subscribe(&config.consumer_group).await?;
             let observers = Observers(vec![Arc::new(notifier.clone()), Arc::new(RecorderMetrics)]);
             Some(
-                Recorder::new(source, store.clone(), RecorderConfig::default())
-                    .with_gate(gate.clone())
+                coupons
+                    .recorder(RecorderConfig::default())
+                    .await?
                     .with_observer(Arc::new(observers)),
             )
         } else {
             None
         };
         let state = AppState(Arc::new(Inner {
-            issuer,
-            campaigns,
-            gate,
-            log: Some(log),
-            store,
-            consumer_group: config.consumer_group.clone(),
+            coupons,
             auth: Auth::new(&secret),
             limits: Limits::new(config.rate_limit, config.user_rate_limit),
             notifier,
@@ -241,17 +230,15 @@ impl Server {
             stop.clone(),
         ));
         if let Some(every) = self.reconcile_every {
-            tasks.spawn(reconcile_loop(self.state.clone(), every, stop.clone()));
+            let (reconciler, stop) = (self.state.campaigns().reconciler().clone(), stop.clone());
+            tasks.spawn(async move { reconciler.run_until(every, stop.cancelled()).await });
         }
 
         axum::serve(listener, router(self.state.clone()))
             .with_graceful_shutdown(shutdown)
             .await?;
         tracing::info!("no longer accepting; finishing background work");
-        self.state.issuer().flush().await;
-        if let Some(kafka) = &self.kafka
-            && let Err(e) = kafka.flush(Duration::from_secs(10)).await
-        {
+        if let Err(e) = self.state.coupons().shutdown(Duration::from_secs(10)).await {
             tracing::error!(error = %e, "flushing the producer at shutdown failed");
         }
         stop.cancel();
@@ -294,24 +281,6 @@ async fn housekeeping(
     }
 }
 
-/// Reconciles every open campaign, one pass per period (a pass that runs long delays
-/// the next one, never overlaps it).
-async fn reconcile_loop(state: AppState, every: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = reconcile_open(&state) => {}
-        }
-    }
-}
-
 /// The start-up check of the consumer group, kept up while serving: a group that never
 /// committed while the topic holds events means the reconciler releases nothing (most
 /// likely the consumers run under another group). Logged at error level on every pass
@@ -331,24 +300,5 @@ async fn watch_consumer_group(kafka: &coupon_kafka::KafkaLog, group: &str) {
             }
         }
         Err(e) => tracing::warn!(error = %e, "reading the consumer group's progress failed"),
-    }
-}
-
-async fn reconcile_open(state: &AppState) {
-    let ids = match state.store().open_campaigns().await {
-        Ok(ids) => ids,
-        Err(e) => {
-            tracing::warn!(error = %e, "reconciler: listing open campaigns failed");
-            return;
-        }
-    };
-    for id in ids {
-        match state.campaigns().reconciler().reconcile_now(&id).await {
-            Ok(report) if report.released > 0 || report.settled > 0 => {
-                tracing::info!(campaign = %id, released = report.released, settled = report.settled, "reconciled");
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(campaign = %id, error = %e, "reconciler pass failed"),
-        }
     }
 }

@@ -1,0 +1,248 @@
+//! [`Config`]: which gate, log and store to connect, from URLs, in code or from a file.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use coupon_core::AckMode;
+use serde::{Deserialize, Serialize};
+
+/// What [`crate::connect`] builds. Every field has a default (everything in process
+/// memory), so a file or a set of environment variables needs to name only what differs.
+/// Set fields with the builder methods in code, or deserialize it with serde:
+///
+/// ```
+/// let config: coupon::Config = serde_json::from_str(r#"{
+///     "gate_url": "redis://127.0.0.1:6379",
+///     "store_url": "postgres://coupon@127.0.0.1/coupon",
+///     "kafka_brokers": "127.0.0.1:9092",
+///     "ack": "after-log"
+/// }"#)?;
+/// assert_eq!(config, coupon::Config::new()
+///     .gate_url("redis://127.0.0.1:6379")
+///     .store_url("postgres://coupon@127.0.0.1/coupon")
+///     .kafka_brokers("127.0.0.1:9092")
+///     .ack(coupon::AckMode::AfterLog));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+///
+/// Nothing is checked until [`crate::connect`], which checks everything once and refuses
+/// an unsafe combination naming the setting that fixes it. `Debug` hides passwords.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub(crate) gate_url: String,
+    pub(crate) gate_batching: bool,
+    pub(crate) store_url: String,
+    pub(crate) store_max_connections: u32,
+    pub(crate) kafka_brokers: Option<String>,
+    pub(crate) kafka_topic: String,
+    pub(crate) kafka_options: BTreeMap<String, String>,
+    pub(crate) kafka_single_broker: bool,
+    pub(crate) consumer_group: String,
+    pub(crate) ack: Option<AckMode>,
+    pub(crate) reconcile_grace_secs: u64,
+    pub(crate) single_instance: bool,
+    pub(crate) metered: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            gate_url: "memory".into(),
+            gate_batching: true,
+            store_url: "memory".into(),
+            store_max_connections: 10,
+            kafka_brokers: None,
+            kafka_topic: "coupon-issued".into(),
+            kafka_options: BTreeMap::new(),
+            kafka_single_broker: false,
+            consumer_group: coupon_core::coupons::DEFAULT_CONSUMER_GROUP.into(),
+            ack: None,
+            reconcile_grace_secs: 60,
+            single_instance: false,
+            metered: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let options: BTreeMap<&str, &str> = self
+            .kafka_options
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret(k) { "***" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("Config")
+            .field("gate_url", &coupon_core::error::redact_url(&self.gate_url))
+            .field("gate_batching", &self.gate_batching)
+            .field("store_url", &coupon_core::error::redact_url(&self.store_url))
+            .field("store_max_connections", &self.store_max_connections)
+            .field("kafka_brokers", &self.kafka_brokers)
+            .field("kafka_topic", &self.kafka_topic)
+            .field("kafka_options", &options)
+            .field("kafka_single_broker", &self.kafka_single_broker)
+            .field("consumer_group", &self.consumer_group)
+            .field("ack", &self.ack)
+            .field("reconcile_grace_secs", &self.reconcile_grace_secs)
+            .field("single_instance", &self.single_instance)
+            .field("metered", &self.metered)
+            .finish()
+    }
+}
+
+/// librdkafka settings whose values are secrets (`sasl.password`, `ssl.key.password`, ...).
+fn is_secret(key: &str) -> bool {
+    key.contains("password") || key.contains("secret")
+}
+
+impl Config {
+    /// Everything in process memory: one process, nothing survives a restart.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The gate: `memory` (default), `redis://host:port`, or a cluster as
+    /// `redis+cluster://host:port` or a comma-separated list of node URLs (feature `redis`).
+    pub fn gate_url(mut self, url: impl Into<String>) -> Self {
+        self.gate_url = url.into();
+        self
+    }
+
+    /// Whether concurrent admissions to the Redis gate go in one round trip (default
+    /// true; [`coupon_core::BatchingGate`]).
+    pub fn gate_batching(mut self, batching: bool) -> Self {
+        self.gate_batching = batching;
+        self
+    }
+
+    /// The store of record: `memory` (default), `sqlite://path?mode=rwc`, `postgres://...`
+    /// or `mysql://...` (features `sqlite`, `postgres`, `mysql`).
+    pub fn store_url(mut self, url: impl Into<String>) -> Self {
+        self.store_url = url.into();
+        self
+    }
+
+    /// The SQL store's pool size (default 10).
+    pub fn store_max_connections(mut self, n: u32) -> Self {
+        self.store_max_connections = n;
+        self
+    }
+
+    /// Kafka's bootstrap brokers, comma-separated (feature `kafka`). Unset (the default),
+    /// there is no durable log.
+    pub fn kafka_brokers(mut self, brokers: impl Into<String>) -> Self {
+        self.kafka_brokers = Some(brokers.into());
+        self
+    }
+
+    /// The issue-event topic (default `coupon-issued`), created when missing.
+    pub fn kafka_topic(mut self, topic: impl Into<String>) -> Self {
+        self.kafka_topic = topic.into();
+        self
+    }
+
+    /// One more librdkafka setting (for example `security.protocol`).
+    pub fn kafka_option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.kafka_options.insert(key.into(), value.into());
+        self
+    }
+
+    /// Says the Kafka cluster is one broker on purpose (development): the topic is
+    /// created with one copy, and `after-log` accepts a topic that one lost disk empties.
+    pub fn kafka_single_broker(mut self, single: bool) -> Self {
+        self.kafka_single_broker = single;
+        self
+    }
+
+    /// The recorders' consumer group (default `coupon-recorder`); the reconciler reads
+    /// its progress, so it must be the group the recorders really use.
+    pub fn consumer_group(mut self, group: impl Into<String>) -> Self {
+        self.consumer_group = group.into();
+        self
+    }
+
+    /// When a user is told "issued": default `after-log` with Kafka, `after-store` without.
+    pub fn ack(mut self, ack: AckMode) -> Self {
+        self.ack = Some(ack);
+        self
+    }
+
+    /// How old an unconfirmed admission must be before the reconciler releases it
+    /// (default 60 s; whole seconds).
+    pub fn reconcile_grace(mut self, grace: Duration) -> Self {
+        self.reconcile_grace_secs = grace.as_secs();
+        self
+    }
+
+    /// Says this is the only process issuing for these campaigns, which an in-memory gate
+    /// over a shared store (a network database, or Kafka) requires.
+    pub fn single_instance(mut self, single: bool) -> Self {
+        self.single_instance = single;
+        self
+    }
+
+    /// Wraps gate and log in the metrics layer (feature `metrics`).
+    pub fn metered(mut self, metered: bool) -> Self {
+        self.metered = metered;
+        self
+    }
+
+    /// The acknowledgement mode this configuration gives.
+    pub fn ack_mode(&self) -> AckMode {
+        self.ack.unwrap_or(if self.kafka_brokers.is_some() {
+            AckMode::AfterLog
+        } else {
+            AckMode::AfterStore
+        })
+    }
+
+    /// The gate URL's scheme, `memory` when in process.
+    pub(crate) fn gate_scheme(&self) -> &str {
+        scheme(&self.gate_url)
+    }
+
+    /// The store URL's scheme, `memory` when in process.
+    pub(crate) fn store_scheme(&self) -> &str {
+        scheme(&self.store_url)
+    }
+}
+
+fn scheme(url: &str) -> &str {
+    url.split(':').next().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_passwords_in_urls_and_secret_kafka_options() {
+        let config = Config::new()
+            .store_url("postgres://coupon:hunter2@db/coupon")
+            .gate_url("redis://:hunter3@cache:6379")
+            .kafka_brokers("k:9092")
+            .kafka_option("sasl.password", "hunter4")
+            .kafka_option("security.protocol", "SASL_SSL");
+        let shown = format!("{config:?}");
+        for secret in ["hunter2", "hunter3", "hunter4"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("SASL_SSL"), "{shown}");
+    }
+
+    #[test]
+    fn an_unknown_setting_in_a_file_is_refused_by_name() {
+        let refused = serde_json::from_str::<Config>(r#"{"store": "postgres://db"}"#).unwrap_err();
+        assert!(refused.to_string().contains("unknown field `store`"), "{refused}");
+    }
+
+    #[test]
+    fn the_default_acknowledgement_follows_the_log() {
+        assert_eq!(Config::new().ack_mode(), AckMode::AfterStore);
+        assert_eq!(Config::new().kafka_brokers("k:9092").ack_mode(), AckMode::AfterLog);
+        assert_eq!(
+            Config::new().kafka_brokers("k:9092").ack(AckMode::AfterGate).ack_mode(),
+            AckMode::AfterGate
+        );
+    }
+}

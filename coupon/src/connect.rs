@@ -1,0 +1,324 @@
+//! From a [`Config`] to connected backends and a wired [`Coupons`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use coupon_core::memory::{MemoryGate, MemoryLog, MemoryStore};
+use coupon_core::{AckMode, BackendError, Coupons, CouponsBuilder, EventLog, IssueGate, IssueStore};
+
+use crate::config::Config;
+
+/// Why [`connect`] did not connect. Every variant names the setting to change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// A URL names a backend this build of the crate does not include.
+    #[error("{setting} {url:?} needs the `{feature}` feature of the coupon crate, which this build does not enable")]
+    FeatureMissing {
+        /// The setting.
+        setting: &'static str,
+        /// Its value, without a password.
+        url: String,
+        /// The crate feature to enable.
+        feature: &'static str,
+    },
+    /// A URL whose scheme names no backend.
+    #[error("{setting} {url:?} has an unknown scheme: use {expected}")]
+    UnknownScheme {
+        /// The setting.
+        setting: &'static str,
+        /// Its value, without a password.
+        url: String,
+        /// The schemes it accepts.
+        expected: &'static str,
+    },
+    /// The settings would break a promise (sell more than the stock, or lose an
+    /// acknowledged coupon); refused before anything is served.
+    #[error("unsafe configuration: {reason}. {fix}")]
+    Unsafe {
+        /// What would go wrong.
+        reason: String,
+        /// The setting that fixes it.
+        fix: String,
+    },
+    /// A backend could not be reached, or refused ([`BackendError::is_retryable`] says
+    /// whether trying again can help).
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The wiring refused a setting (an invalid URL, a grace period too short, ...).
+    #[error(transparent)]
+    Core(#[from] coupon_core::Error),
+}
+
+impl From<coupon_core::ValidationError> for ConnectError {
+    fn from(e: coupon_core::ValidationError) -> Self {
+        Self::Core(e.into())
+    }
+}
+
+/// Connects what `config` names and wires the system over it: the one call an
+/// application makes at start. See the [crate docs](crate) for an example.
+pub async fn connect(config: &Config) -> Result<Coupons, ConnectError> {
+    let backends = Backends::connect(config).await?;
+    Ok(backends.builder(config).build().await?)
+}
+
+/// The connected gate, log and store, before they are wired: for an application that
+/// adds its own layers or settings ([`Backends::builder`]) before building.
+pub struct Backends {
+    /// The gate.
+    pub gate: Arc<dyn IssueGate>,
+    /// Whether the gate lives in this process (restored from the store when built).
+    pub gate_in_process: bool,
+    /// The event log, unless acknowledging after the store without one.
+    pub log: Option<Arc<dyn EventLog>>,
+    /// The store.
+    pub store: Arc<dyn IssueStore>,
+}
+
+impl std::fmt::Debug for Backends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backends")
+            .field("gate", &self.gate.backend())
+            .field("gate_in_process", &self.gate_in_process)
+            .field("log", &self.log.as_ref().map(|l| l.backend()))
+            .field("store", &self.store.backend())
+            .finish()
+    }
+}
+
+impl Backends {
+    /// Checks `config` as a whole, then connects each backend it names (creating the
+    /// Kafka topic when missing and running the SQL migrations).
+    pub async fn connect(config: &Config) -> Result<Self, ConnectError> {
+        check_schemes(config)?;
+        check_safe(config)?;
+        let store = connect_store(config).await?;
+        let (gate, gate_in_process) = connect_gate(config).await?;
+        let log = connect_log(config).await?;
+        Ok(Self {
+            gate,
+            gate_in_process,
+            log,
+            store,
+        })
+    }
+
+    /// A [`Coupons`] builder over these backends with `config`'s settings (ack mode,
+    /// grace, consumer group, metrics), to adjust before [`CouponsBuilder::build`].
+    pub fn builder(self, config: &Config) -> CouponsBuilder {
+        let mut builder = Coupons::builder(self.gate, self.store)
+            .ack(config.ack_mode())
+            .grace(Duration::from_secs(config.reconcile_grace_secs))
+            .gate_in_process(self.gate_in_process);
+        if let Some(log) = self.log {
+            builder = builder.log(log, config.consumer_group.clone());
+        }
+        #[cfg(feature = "metrics")]
+        if config.metered {
+            builder = builder.metered();
+        }
+        builder
+    }
+}
+
+const STORE_SCHEMES: &str = "memory, sqlite://, postgres:// or mysql://";
+const GATE_SCHEMES: &str = "memory, redis://, rediss:// or redis+cluster://";
+
+/// Refuses a URL that names no backend, before anything else is judged.
+fn check_schemes(config: &Config) -> Result<(), ConnectError> {
+    if !matches!(
+        config.store_scheme(),
+        "memory" | "sqlite" | "postgres" | "postgresql" | "mysql" | "mariadb"
+    ) {
+        return Err(ConnectError::UnknownScheme {
+            setting: "store_url",
+            url: redacted(&config.store_url),
+            expected: STORE_SCHEMES,
+        });
+    }
+    if !matches!(config.gate_scheme(), "memory" | "redis" | "rediss" | "redis+cluster") {
+        return Err(ConnectError::UnknownScheme {
+            setting: "gate_url",
+            url: redacted(&config.gate_url),
+            expected: GATE_SCHEMES,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses combinations that would break a promise, before anything connects.
+fn check_safe(config: &Config) -> Result<(), ConnectError> {
+    let ack = config.ack_mode();
+    if ack == AckMode::AfterLog && config.kafka_brokers.is_none() {
+        return Err(ConnectError::Unsafe {
+            reason: "ack after-log needs a durable log, and kafka_brokers is not set: the in-memory log would lose \
+                     acknowledged coupons with the process"
+                .into(),
+            fix: "Set kafka_brokers, or ack after-store".into(),
+        });
+    }
+    let shared = if config.kafka_brokers.is_some() {
+        Some("Kafka")
+    } else if matches!(config.store_scheme(), "memory" | "sqlite") {
+        None
+    } else {
+        Some("a network database")
+    };
+    if let (true, Some(shared), false) = (config.gate_scheme() == "memory", shared, config.single_instance) {
+        return Err(ConnectError::Unsafe {
+            reason: format!(
+                "the gate is in memory, so this process counts stock alone, while it uses {shared} that other \
+                 processes can share: each would sell the whole stock"
+            ),
+            fix: "Set gate_url to the shared Redis gate, or single_instance(true) if this is the only process".into(),
+        });
+    }
+    if config.store_max_connections == 0 {
+        return Err(coupon_core::ValidationError::field("store_max_connections", "must be at least 1").into());
+    }
+    Ok(())
+}
+
+fn redacted(url: &str) -> String {
+    coupon_core::error::redact_url(url)
+}
+
+async fn connect_store(config: &Config) -> Result<Arc<dyn IssueStore>, ConnectError> {
+    let url = &config.store_url;
+    let missing = |feature| ConnectError::FeatureMissing {
+        setting: "store_url",
+        url: redacted(url),
+        feature,
+    };
+    match config.store_scheme() {
+        "memory" => Ok(Arc::new(MemoryStore::new())),
+        #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+        scheme if enabled_sql(scheme) => {
+            let store_config =
+                coupon_sql::StoreConfig::from_url(url.as_str()).with_max_connections(config.store_max_connections);
+            Ok(coupon_sql::connect(&store_config).await?)
+        }
+        "postgres" | "postgresql" => Err(missing("postgres")),
+        "mysql" | "mariadb" => Err(missing("mysql")),
+        "sqlite" => Err(missing("sqlite")),
+        _ => Err(ConnectError::UnknownScheme {
+            setting: "store_url",
+            url: redacted(url),
+            expected: STORE_SCHEMES,
+        }),
+    }
+}
+
+/// Whether this build has the SQL backend `scheme` names.
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+#[allow(clippy::match_like_matches_macro)] // with every feature on, each arm reads `true`
+fn enabled_sql(scheme: &str) -> bool {
+    match scheme {
+        "postgres" | "postgresql" => cfg!(feature = "postgres"),
+        "mysql" | "mariadb" => cfg!(feature = "mysql"),
+        "sqlite" => cfg!(feature = "sqlite"),
+        _ => false,
+    }
+}
+
+async fn connect_gate(config: &Config) -> Result<(Arc<dyn IssueGate>, bool), ConnectError> {
+    let url = &config.gate_url;
+    match config.gate_scheme() {
+        "memory" => Ok((Arc::new(MemoryGate::new()), true)),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" | "redis+cluster" => {
+            let redis: Arc<dyn IssueGate> =
+                Arc::new(coupon_redis::RedisGate::connect(coupon_redis::RedisGateConfig::from_url(url)?).await?);
+            let gate: Arc<dyn IssueGate> = if config.gate_batching {
+                Arc::new(coupon_core::BatchingGate::new(
+                    redis,
+                    coupon_core::BatchConfig::default(),
+                ))
+            } else {
+                redis
+            };
+            Ok((gate, false))
+        }
+        #[cfg(not(feature = "redis"))]
+        "redis" | "rediss" | "redis+cluster" => Err(ConnectError::FeatureMissing {
+            setting: "gate_url",
+            url: redacted(url),
+            feature: "redis",
+        }),
+        _ => Err(ConnectError::UnknownScheme {
+            setting: "gate_url",
+            url: redacted(url),
+            expected: GATE_SCHEMES,
+        }),
+    }
+}
+
+async fn connect_log(config: &Config) -> Result<Option<Arc<dyn EventLog>>, ConnectError> {
+    let Some(brokers) = &config.kafka_brokers else {
+        // Without Kafka, after-gate publishes to a log in this process (the application runs
+        // `Coupons::recorder` beside the issuer); after-store needs none.
+        return Ok(match config.ack_mode() {
+            AckMode::AfterStore => None,
+            _ => Some(Arc::new(MemoryLog::new())),
+        });
+    };
+    connect_kafka(config, brokers).await
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn connect_kafka(_config: &Config, brokers: &str) -> Result<Option<Arc<dyn EventLog>>, ConnectError> {
+    Err(ConnectError::FeatureMissing {
+        setting: "kafka_brokers",
+        url: brokers.to_owned(),
+        feature: "kafka",
+    })
+}
+
+#[cfg(feature = "kafka")]
+async fn connect_kafka(config: &Config, brokers: &str) -> Result<Option<Arc<dyn EventLog>>, ConnectError> {
+    use coupon_kafka::{KafkaConfig, KafkaLog, TopicSettings, ensure_topics};
+
+    let kafka_config = config
+        .kafka_options
+        .iter()
+        .fold(KafkaConfig::new(brokers, config.kafka_topic.clone()), |c, (k, v)| {
+            c.with(k, v)
+        });
+    let settings = if config.kafka_single_broker {
+        TopicSettings::single_broker(TopicSettings::default().partitions)
+    } else {
+        TopicSettings::default()
+    };
+    let described = ensure_topics(&kafka_config, &settings).await?;
+    if let Some(topic) = described.first()
+        && !topic.survives_one_broker_loss()
+        && !config.kafka_single_broker
+        && config.ack_mode() == AckMode::AfterLog
+    {
+        return Err(ConnectError::Unsafe {
+            reason: format!(
+                "topic {} has replication factor {} and min.insync.replicas {:?}: losing one broker's disk would \
+                 lose coupons already acknowledged with after-log",
+                topic.topic, topic.replication_factor, topic.min_insync_replicas
+            ),
+            fix: "Raise them on the broker, or set kafka_single_broker(true) if this single broker is what you want"
+                .into(),
+        });
+    }
+    let kafka = KafkaLog::new(kafka_config)?;
+    // The reconciler reads this group's position; a group that never committed while the
+    // topic holds events would make it release nothing (most likely a wrong group name).
+    let progress = kafka.group_progress(&config.consumer_group).await?;
+    if progress.never_committed() {
+        return Err(ConnectError::Unsafe {
+            reason: format!(
+                "consumer group {} has committed nothing on topic {}, which holds {} events: the reconciler would \
+                 never release an unconfirmed admission",
+                config.consumer_group, config.kafka_topic, progress.retained
+            ),
+            fix: "Set consumer_group to the group the recorders use, or start them first".into(),
+        });
+    }
+    Ok(Some(Arc::new(kafka)))
+}

@@ -1,0 +1,189 @@
+//! The crate docs' first program (create, open, issue, record, redeem) on each backend
+//! set, against the real services, through `coupon::connect`; and the refusals of
+//! configurations that would break a promise.
+
+use std::time::{Duration, Instant};
+
+use coupon::{
+    AckMode, Config, ConnectError, Coupons, IssueOutcome, NewCampaign, RecorderConfig, RedeemOutcome, Redemption,
+    UserId,
+};
+use coupon_testkit::{Service, service, unique_name};
+
+/// Creates a campaign of 3, opens it, issues to alice (twice: the second is refused),
+/// records, redeems; checks the store at each step.
+async fn first_program(coupons: &Coupons) {
+    let now = chrono::Utc::now();
+    let launch = NewCampaign::new(unique_name("launch"), 3, now, now + chrono::Duration::hours(1));
+    let campaign = coupons.campaigns().create(launch).await.unwrap();
+    coupons.campaigns().open(&campaign.id).await.unwrap();
+
+    let alice = UserId::new(unique_name("alice")).unwrap();
+    let IssueOutcome::Issued(coupon) = coupons.issuer().issue(&campaign.id, &alice).await.unwrap() else {
+        panic!("alice is first");
+    };
+    assert_eq!(
+        coupons.issuer().issue(&campaign.id, &alice).await.unwrap(),
+        IssueOutcome::AlreadyIssued
+    );
+
+    // The cold path, when there is a log: record until the coupon is stored (bounded).
+    if coupons.log().is_some() {
+        let mut recorder = coupons.recorder(RecorderConfig::default()).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while coupons.campaigns().counts(&campaign.id).await.unwrap().stored < 1 {
+            assert!(Instant::now() < deadline, "the recorder stored nothing within 60 s");
+            recorder.run_once().await;
+        }
+    }
+    let counts = coupons.campaigns().counts(&campaign.id).await.unwrap();
+    assert_eq!((counts.stored, counts.remaining), (1, Some(2)));
+
+    let order = Redemption {
+        coupon_id: coupon.id,
+        user_id: alice,
+        order_id: "o-1".into(),
+        order_amount: 4_200,
+        at: chrono::Utc::now(),
+    };
+    assert!(matches!(
+        coupons.store().redeem(&order).await.unwrap(),
+        RedeemOutcome::Redeemed { .. }
+    ));
+    // The same order again is the same answer (a retry); another order is refused.
+    assert!(matches!(
+        coupons.store().redeem(&order).await.unwrap(),
+        RedeemOutcome::Redeemed { .. }
+    ));
+    let another = Redemption {
+        order_id: "o-2".into(),
+        ..order
+    };
+    assert_eq!(
+        coupons.store().redeem(&another).await.unwrap(),
+        RedeemOutcome::AlreadyRedeemed
+    );
+    coupons.shutdown(Duration::from_secs(10)).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_first_program_runs_in_memory_with_an_in_process_recorder() {
+    let coupons = coupon::connect(&Config::new().ack(AckMode::AfterGate)).await.unwrap();
+    assert_eq!(coupons.log().map(|l| l.backend()), Some("memory"));
+    first_program(&coupons).await;
+}
+
+#[tokio::test]
+async fn the_first_program_runs_on_sqlite_alone() {
+    let path = std::env::temp_dir().join(format!("{}.db", unique_name("coupon-first-program")));
+    let config = Config::new().store_url(format!("sqlite://{}?mode=rwc", path.display()));
+    let coupons = coupon::connect(&config).await.unwrap();
+    assert_eq!(coupons.issuer().config().ack, AckMode::AfterStore);
+    assert!(coupons.log().is_none());
+    first_program(&coupons).await;
+    drop(coupons);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[tokio::test]
+async fn the_first_program_runs_on_redis_kafka_and_postgres() {
+    let (Some(redis), Some(kafka), Some(postgres)) = (
+        service(Service::Redis).await,
+        service(Service::Kafka).await,
+        service(Service::Postgres).await,
+    ) else {
+        return;
+    };
+    let config = Config::new()
+        .gate_url(redis)
+        .kafka_brokers(kafka)
+        .kafka_topic(unique_name("first-program"))
+        .kafka_single_broker(true)
+        .consumer_group(unique_name("first-program"))
+        .store_url(postgres);
+    let coupons = coupon::connect(&config).await.unwrap();
+    assert_eq!(coupons.issuer().config().ack, AckMode::AfterLog);
+    assert_eq!(coupons.log().map(|l| l.backend()), Some("kafka"));
+    first_program(&coupons).await;
+}
+
+#[tokio::test]
+async fn the_first_program_runs_on_a_redis_cluster_and_mysql() {
+    let (Some(cluster), Some(mysql)) = (service(Service::RedisCluster).await, service(Service::Mysql).await) else {
+        return;
+    };
+    let coupons = coupon::connect(&Config::new().gate_url(cluster).store_url(mysql))
+        .await
+        .unwrap();
+    assert_eq!(coupons.issuer().config().ack, AckMode::AfterStore);
+    first_program(&coupons).await;
+}
+
+fn refusal(result: Result<Coupons, ConnectError>) -> ConnectError {
+    match result {
+        Ok(coupons) => panic!("connected: {coupons:?}"),
+        Err(e) => e,
+    }
+}
+
+#[tokio::test]
+async fn an_in_memory_gate_over_a_network_database_is_refused_unless_single_instance() {
+    let Some(postgres) = service(Service::Postgres).await else {
+        return;
+    };
+    let config = Config::new().store_url(postgres);
+    let refused = refusal(coupon::connect(&config).await);
+    assert!(matches!(refused, ConnectError::Unsafe { .. }), "{refused}");
+    let text = refused.to_string();
+    assert!(
+        text.contains("each would sell the whole stock") && text.contains("single_instance(true)"),
+        "{text}"
+    );
+    // The safe variant starts.
+    let coupons = coupon::connect(&config.single_instance(true)).await.unwrap();
+    first_program(&coupons).await;
+}
+
+#[tokio::test]
+async fn after_log_without_kafka_is_refused() {
+    let refused = refusal(coupon::connect(&Config::new().ack(AckMode::AfterLog)).await);
+    let text = refused.to_string();
+    assert!(
+        text.contains("after-log needs a durable log") && text.contains("kafka_brokers"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_url_of_no_known_backend_is_refused_by_setting_without_its_password() {
+    let refused = refusal(coupon::connect(&Config::new().store_url("oracle://scott:tiger@db/orcl")).await);
+    assert!(
+        matches!(
+            refused,
+            ConnectError::UnknownScheme {
+                setting: "store_url",
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    assert!(!refused.to_string().contains("tiger"), "{refused}");
+    let refused = refusal(coupon::connect(&Config::new().gate_url("memcached://cache")).await);
+    assert!(
+        matches!(
+            refused,
+            ConnectError::UnknownScheme {
+                setting: "gate_url",
+                ..
+            }
+        ),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn a_grace_shorter_than_the_acknowledgement_deadline_is_refused() {
+    let config = Config::new().reconcile_grace(Duration::from_secs(1));
+    let refused = refusal(coupon::connect(&config).await);
+    assert!(refused.to_string().contains("grace"), "{refused}");
+}
