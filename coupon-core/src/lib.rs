@@ -49,6 +49,8 @@
 //! - `conformance` (feature `conformance`): the suite every backend passes.
 //! - Mocks of the traits with feature `mock` (`MockIssueGate`, ...).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod batching;
 pub mod cache;
 pub mod coupons;

@@ -13,8 +13,8 @@ use chrono::Utc;
 use coupon_core::conformance::protocol::FlakyLog;
 use coupon_core::memory::{MemoryGate, MemoryLog, MemoryStore};
 use coupon_core::{
-    Admission, CampaignCache, CampaignService, Component, Coupon, EventLog, IssueGate, IssueOutcome, IssueStore,
-    Issuer, IssuerConfig, NewCampaign, Reconciler, Recorder, RecorderConfig, UserId,
+    Admission, Component, Coupon, Coupons, EventLog, IssueGate, IssueOutcome, IssueStore, NewCampaign, Recorder,
+    RecorderConfig, UserId,
 };
 
 const TASKS: usize = 64;
@@ -37,17 +37,12 @@ async fn flash_sale_on_memory_backends_keeps_every_invariant() {
     let memory_log = MemoryLog::new();
     let log = Arc::new(FlakyLog::new(memory_log.clone(), 97));
     let store = Arc::new(MemoryStore::new());
-    let cache = CampaignCache::new(store.clone());
-    let reconciler = Reconciler::new(gate.clone(), store.clone()).with_log(log.clone(), "recorders");
-    let campaigns = CampaignService::new(store.clone(), gate.clone(), reconciler.clone()).with_cache(cache.clone());
-    let issuer = Issuer::new(
-        gate.clone(),
-        Some(log.clone()),
-        store.clone(),
-        cache,
-        IssuerConfig::default(),
-    )
-    .unwrap();
+    let coupons = Coupons::builder(gate.clone(), store.clone())
+        .log(log.clone(), "recorders")
+        .build()
+        .await
+        .unwrap();
+    let (campaigns, issuer, reconciler) = (coupons.campaigns(), coupons.issuer(), coupons.reconciler());
 
     let now = Utc::now();
     let campaign = campaigns

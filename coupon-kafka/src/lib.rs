@@ -26,6 +26,8 @@
 //! written (`ErrorKind::OutcomeUnknown`: left to the reconciler), from librdkafka's own
 //! per-message persistence status.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod admin;
 mod config;
 mod errors;

@@ -22,6 +22,8 @@
 //! so every script touches one slot; the scripts live in `lua/*.lua` and run by SHA,
 //! reloaded after `NOSCRIPT` (a restart, a failover, `SCRIPT FLUSH`).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod config;
 mod connection;
 mod errors;

@@ -29,6 +29,8 @@
 //!   `WHERE`), so of concurrent redemptions exactly one wins.
 //! - Queries are checked at run time (`sqlx::query`), so building needs no database.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 // Shared by the backends: with none of `postgres`, `mysql`, `sqlite` enabled, unused.
 #[cfg_attr(
     not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),

@@ -1,5 +1,5 @@
 //! Metrics layers: the gate and log decorators that time every call, and a recorder
-//! observer that counts what it stores, through the [`metrics`](::metrics) facade (export
+//! observer that counts what it stores, through the [`metrics`] facade (export
 //! them with any recorder, e.g. `metrics-exporter-prometheus`).
 //!
 //! | metric | kind | labels |
