@@ -39,8 +39,9 @@ cargo test --workspace --all-features --doc
 
 step "each feature on its own (clippy, warnings are errors)"
 for spec in coupon-core: coupon-core:conformance coupon-core:mock coupon-core:metrics \
-  coupon-sql: coupon-sql:postgres coupon-sql:mysql coupon-sql:sqlite \
-  coupon: coupon:redis coupon:kafka coupon:postgres coupon:mysql coupon:sqlite coupon:metrics; do
+  coupon-sql: coupon-sql:postgres coupon-sql:mysql coupon-sql:sqlite coupon-sql:tls-rustls \
+  coupon-redis: coupon-redis:tls-rustls coupon-kafka: coupon-kafka:ssl \
+  coupon: coupon:redis coupon:kafka coupon:postgres coupon:mysql coupon:sqlite coupon:metrics coupon:tls-rustls coupon:kafka-ssl; do
   package=${spec%%:*} feature=${spec#*:}
   printf '  %s [%s]\n' "$package" "${feature:-no features}" >&2
   cargo clippy -q -p "$package" --no-default-features ${feature:+--features "$feature"} -- -D warnings

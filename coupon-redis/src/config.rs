@@ -32,6 +32,9 @@ pub struct RedisGateConfig {
     pub expiry_grace: Duration,
     /// Holders sent per restore script call, so a large sync does not block Redis (default 2,000).
     pub restore_chunk: usize,
+    /// With `rediss://` (feature `tls-rustls`): the CA certificate (PEM) that signed the
+    /// servers' certificates, when it is not in the system's trust store.
+    pub root_certificate: Option<Vec<u8>>,
 }
 
 impl Default for RedisGateConfig {
@@ -43,6 +46,7 @@ impl Default for RedisGateConfig {
             key_prefix: "cpn".into(),
             expiry_grace: Duration::from_secs(24 * 3600),
             restore_chunk: 2_000,
+            root_certificate: None,
         }
     }
 }
@@ -50,7 +54,8 @@ impl Default for RedisGateConfig {
 impl RedisGateConfig {
     /// From a URL: `redis://host:port/` for a standalone server, or a comma-separated
     /// list of node URLs for a cluster (`redis://a:7001,redis://b:7002`). A single URL
-    /// with the scheme `redis+cluster://` also means a cluster.
+    /// with the scheme `redis+cluster://` (`rediss+cluster://` with TLS) also means a
+    /// cluster. `rediss://` needs the feature `tls-rustls`; without it such a URL is refused here.
     pub fn from_url(url: &str) -> Result<Self, ValidationError> {
         let nodes: Vec<String> = url
             .split(',')
@@ -59,10 +64,18 @@ impl RedisGateConfig {
             .map(str::to_owned)
             .collect();
         let bad = |why: &str| ValidationError::field("redis_url", why.to_owned());
+        if !cfg!(feature = "tls-rustls") && nodes.iter().any(|n| n.starts_with("rediss")) {
+            return Err(bad(
+                "uses TLS (rediss://), which needs the `tls-rustls` feature of coupon-redis (`tls-rustls` of coupon)",
+            ));
+        }
         match nodes.as_slice() {
             [] => Err(bad("is empty")),
             [one] if one.starts_with("redis+cluster://") => {
                 Ok(Self::cluster(vec![one.replacen("redis+cluster://", "redis://", 1)]))
+            }
+            [one] if one.starts_with("rediss+cluster://") => {
+                Ok(Self::cluster(vec![one.replacen("rediss+cluster://", "rediss://", 1)]))
             }
             [one] => {
                 if !(one.starts_with("redis://") || one.starts_with("rediss://")) {
@@ -119,6 +132,12 @@ impl RedisGateConfig {
     /// Sets how long keys outlive the issue window.
     pub fn with_expiry_grace(mut self, grace: Duration) -> Self {
         self.expiry_grace = grace;
+        self
+    }
+
+    /// Trusts the CA certificate `pem` (instead of the system's trust store) for `rediss://`.
+    pub fn with_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificate = Some(pem.into());
         self
     }
 }

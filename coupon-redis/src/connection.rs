@@ -22,7 +22,11 @@ impl Connection {
     pub async fn connect(config: &RedisGateConfig) -> RedisResult<Self> {
         match &config.topology {
             Topology::Standalone(url) => {
-                let client = redis::Client::open(url.as_str())?;
+                let client = match &config.root_certificate {
+                    #[cfg(feature = "tls-rustls")]
+                    Some(pem) => redis::Client::build_with_tls(url.as_str(), certificates(pem))?,
+                    _ => redis::Client::open(url.as_str())?,
+                };
                 let manager = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.connection_timeout))
                     .set_response_timeout(Some(config.response_timeout))
@@ -36,7 +40,13 @@ impl Connection {
                 ))
             }
             Topology::Cluster(nodes) => {
-                let client = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+                let builder = ClusterClientBuilder::new(nodes.iter().map(String::as_str));
+                #[cfg(feature = "tls-rustls")]
+                let builder = match &config.root_certificate {
+                    Some(pem) => builder.certs(certificates(pem)),
+                    None => builder,
+                };
+                let client = builder
                     .connection_timeout(config.connection_timeout)
                     .response_timeout(config.response_timeout)
                     // No client-side retries: a retry after a dropped connection would run a
@@ -46,6 +56,15 @@ impl Connection {
                 Ok(Connection::Cluster(client.get_async_connection().await?))
             }
         }
+    }
+}
+
+/// Trust `pem` as the root for the servers' certificates (no client certificate).
+#[cfg(feature = "tls-rustls")]
+fn certificates(pem: &[u8]) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
     }
 }
 

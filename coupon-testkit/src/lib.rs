@@ -22,6 +22,9 @@
 
 use std::fmt;
 
+pub mod postgres;
+pub mod tls;
+
 /// A service the integration tests talk to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -123,7 +123,7 @@ impl Backends {
 }
 
 const STORE_SCHEMES: &str = "memory, sqlite://, postgres:// or mysql://";
-const GATE_SCHEMES: &str = "memory, redis://, rediss:// or redis+cluster://";
+const GATE_SCHEMES: &str = "memory, redis://, rediss://, redis+cluster:// or rediss+cluster://";
 
 /// Refuses a URL that names no backend, before anything else is judged.
 fn check_schemes(config: &Config) -> Result<(), ConnectError> {
@@ -137,7 +137,10 @@ fn check_schemes(config: &Config) -> Result<(), ConnectError> {
             expected: STORE_SCHEMES,
         });
     }
-    if !matches!(config.gate_scheme(), "memory" | "redis" | "rediss" | "redis+cluster") {
+    if !matches!(
+        config.gate_scheme(),
+        "memory" | "redis" | "rediss" | "redis+cluster" | "rediss+cluster"
+    ) {
         return Err(ConnectError::UnknownScheme {
             setting: "gate_url",
             url: redacted(&config.gate_url),
@@ -227,7 +230,7 @@ async fn connect_gate(config: &Config) -> Result<(Arc<dyn IssueGate>, bool), Con
     match config.gate_scheme() {
         "memory" => Ok((Arc::new(MemoryGate::new()), true)),
         #[cfg(feature = "redis")]
-        "redis" | "rediss" | "redis+cluster" => {
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {
             let redis: Arc<dyn IssueGate> =
                 Arc::new(coupon_redis::RedisGate::connect(coupon_redis::RedisGateConfig::from_url(url)?).await?);
             let gate: Arc<dyn IssueGate> = if config.gate_batching {
@@ -241,7 +244,7 @@ async fn connect_gate(config: &Config) -> Result<(Arc<dyn IssueGate>, bool), Con
             Ok((gate, false))
         }
         #[cfg(not(feature = "redis"))]
-        "redis" | "rediss" | "redis+cluster" => Err(ConnectError::FeatureMissing {
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => Err(ConnectError::FeatureMissing {
             setting: "gate_url",
             url: redacted(url),
             feature: "redis",

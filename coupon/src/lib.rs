@@ -43,6 +43,8 @@
 //! | `redis` | the Redis / Redis Cluster gate (`gate_url = "redis://…"`), [`redis`] |
 //! | `kafka` | the Kafka event log (`kafka_brokers`), [`kafka`] |
 //! | `postgres`, `mysql`, `sqlite` | the SQL stores (`store_url`), [`sql`] |
+//! | `tls-rustls` | TLS for `rediss://` and for database URLs that ask for it (`sslmode=verify-full`) |
+//! | `kafka-ssl` | TLS (and SASL over TLS) to the Kafka brokers, with librdkafka built on OpenSSL |
 //! | `metrics` | metrics layers over gate and log ([`layers::metrics`]) |
 //!
 //! Without any, everything runs in process memory (one process, nothing survives a restart).

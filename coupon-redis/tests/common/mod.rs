@@ -49,12 +49,43 @@ pub struct OwnRedis {
     pub dir: std::path::PathBuf,
     child: Option<Child>,
     persistent: bool,
+    /// More arguments, after the defaults (a later `--port` wins).
+    extra: Vec<String>,
 }
 
 impl OwnRedis {
     /// Starts one, or `None` (skipped, or failed under COUPON_REQUIRE_SERVICES) if
     /// redis-server is not installed.
     pub async fn start(persistent: bool) -> Option<Self> {
+        Self::start_with(persistent, |_| Vec::new()).await
+    }
+
+    /// One that speaks only TLS, on its port, with the certificate `ca` signed
+    /// (clients are not asked for a certificate).
+    #[allow(dead_code)] // only the TLS tests
+    pub async fn start_tls(ca: &coupon_testkit::tls::ThrowawayCa) -> Option<Self> {
+        let file = |p: std::path::PathBuf| p.display().to_string();
+        let (cert, key, ca) = (file(ca.cert_file()), file(ca.key_file()), file(ca.ca_file()));
+        Self::start_with(false, move |port| {
+            vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port.to_string(),
+                "--tls-cert-file".into(),
+                cert,
+                "--tls-key-file".into(),
+                key,
+                "--tls-ca-cert-file".into(),
+                ca,
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]
+        })
+        .await
+    }
+
+    async fn start_with(persistent: bool, extra: impl FnOnce(u16) -> Vec<String>) -> Option<Self> {
         if std::process::Command::new("redis-server")
             .arg("--version")
             .output()
@@ -77,6 +108,7 @@ impl OwnRedis {
             dir,
             child: None,
             persistent,
+            extra: extra(port),
         };
         own.launch().await;
         Some(own)
@@ -101,6 +133,7 @@ impl OwnRedis {
             .arg(if self.persistent { "yes" } else { "no" })
             .arg("--appendfsync")
             .arg("always")
+            .args(&self.extra)
             .stdout(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().expect("redis-server starts");
