@@ -9,8 +9,13 @@
 # Services:
 #   Redis standalone  127.0.0.1:${COUPON_REDIS_PORT:-6379}        (system service, never stopped here)
 #   Redis Cluster     127.0.0.1:${COUPON_REDIS_CLUSTER_PORTS:-7001,7002,7003} (3 masters, no replicas)
-#   PostgreSQL        127.0.0.1:${COUPON_POSTGRES_PORT:-5432}     (system service, trust auth, db `test`)
-#   MariaDB           127.0.0.1:${COUPON_MYSQL_PORT:-3306}        (system service, root w/o password, db `test`)
+#   PostgreSQL        127.0.0.1:${COUPON_POSTGRES_PORT:-5432}     (system service; role and db `coupon_test`)
+#   MariaDB           127.0.0.1:${COUPON_MYSQL_PORT:-3306}        (system service; user and db `coupon_test`)
+#
+# The databases get a dedicated test role (password `coupon_test`, allowed to create the
+# databases some tests make for themselves) instead of changes to the host's
+# authentication: the administrator's login is only used to create it, over TCP when the
+# server lets it in, else over the local socket as the `postgres` / root OS user.
 #   Kafka (tansu)     127.0.0.1:${COUPON_KAFKA_PORT:-9092}        (in-memory storage)
 #   nginx             the binary only (Debian package); tests start their own instances
 #
@@ -41,6 +46,8 @@ WAIT_TIMEOUT="${COUPON_WAIT_TIMEOUT:-60}"
 TANSU_INSTALL_TIMEOUT="${COUPON_TANSU_INSTALL_TIMEOUT:-3600}"
 TANSU_STORAGE="${COUPON_TANSU_STORAGE:-memory://tansu/}"
 LOCK_TIMEOUT="${COUPON_SERVICES_LOCK_TIMEOUT:-1200}"
+TEST_ROLE=coupon_test
+TEST_PASSWORD=coupon_test
 
 export DEBIAN_FRONTEND=noninteractive
 export PGCONNECT_TIMEOUT=5
@@ -265,6 +272,19 @@ pg_psql() { # pg_psql <db> <args...>
   psql -X -q -h "$HOST" -p "$PG_PORT" -U "$PG_USER" -d "$1" -v ON_ERROR_STOP=1 "${@:2}"
 }
 
+# as_os_user <user> <command...>: runs a command as another OS user (peer authentication).
+as_os_user() {
+  if [[ ${EUID} -eq 0 ]]; then runuser -u "$1" -- "${@:2}"; else sudo -u "$1" "${@:2}"; fi
+}
+
+pg_admin() { # pg_admin <sql>: one statement as an administrator, tuples only
+  if pg_psql postgres -c 'select 1' >/dev/null 2>&1; then
+    pg_psql postgres -Atc "$1"
+  else
+    as_os_user postgres psql -X -q -p "$PG_PORT" -d postgres -v ON_ERROR_STOP=1 -Atc "$1"
+  fi
+}
+
 # Prints "<version> <cluster>" of the cluster configured on $PG_PORT (or of the first cluster).
 pg_find_cluster() {
   command -v pg_lsclusters >/dev/null 2>&1 || return 1
@@ -275,32 +295,13 @@ pg_find_cluster() {
   echo "$line"
 }
 
-pg_configure_trust() { # pg_configure_trust <version> <cluster>
-  local hba="/etc/postgresql/$1/$2/pg_hba.conf"
-  [[ -f $hba ]] || die "postgres: $hba not found"
-  if grep -q 'coupon-services: trust' "$hba"; then return 0; fi
-  log "postgres: enabling trust auth for local and $HOST/::1 in $hba"
-  local tmp; tmp=$(mktemp)
-  {
-    echo "# coupon-services: trust auth for local test use"
-    echo "local   all all               trust"
-    echo "host    all all 127.0.0.1/32  trust"
-    echo "host    all all ::1/128       trust"
-    cat "$hba"
-  } >"$tmp"
-  $SUDO cp "$tmp" "$hba"
-  rm -f "$tmp"
-  $SUDO pg_ctlcluster --skip-systemctl-redirect "$1" "$2" reload >&2 9>&- || true
-}
-
 postgres_up() {
-  local cluster="" fresh_install=0
+  local cluster=""
   if command -v pg_isready >/dev/null 2>&1 && pg_ready; then
     log "postgres: already accepting connections on $HOST:$PG_PORT (reused)"
   else
     if ! cluster=$(pg_find_cluster); then
       apt_install postgresql
-      fresh_install=1
       if ! cluster=$(pg_find_cluster); then
         local ver; ver=$(find /usr/lib/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort -V | tail -1)
         [[ -n $ver ]] || die "postgres: no server version found under /usr/lib/postgresql after install"
@@ -316,17 +317,18 @@ postgres_up() {
       || die "postgres: 'pg_ctlcluster $1 $2 start' failed (see /var/log/postgresql/)"
     wait_until "$WAIT_TIMEOUT" "postgres on $HOST:$PG_PORT to accept connections (pg_isready)" pg_ready
   fi
-  if ((fresh_install)) || ! pg_psql postgres -c 'select 1' >/dev/null 2>&1; then
-    [[ -n $cluster ]] || cluster=$(pg_find_cluster) \
-      || die "postgres: cannot log in as '$PG_USER' on $HOST:$PG_PORT and there is no local cluster to configure"
-    # shellcheck disable=SC2086
-    pg_configure_trust $cluster
-    wait_until 10 "postgres to accept a trust login as '$PG_USER' on $HOST:$PG_PORT" pg_psql postgres -c 'select 1'
+  pg_admin "select 1" >/dev/null \
+    || die "postgres: cannot log in as an administrator, neither as '$PG_USER' over TCP nor as the postgres OS user"
+  if [[ "$(pg_admin "select 1 from pg_roles where rolname = '$TEST_ROLE'")" != 1 ]]; then
+    log "postgres: creating the test role $TEST_ROLE (login, createdb)"
+    pg_admin "create role $TEST_ROLE login createdb password '$TEST_PASSWORD'" >/dev/null
   fi
-  if [[ "$(pg_psql postgres -Atc "select 1 from pg_database where datname = 'test'")" != 1 ]]; then
-    log "postgres: creating database test"
-    pg_psql postgres -c 'create database test' >&2
+  if [[ "$(pg_admin "select 1 from pg_database where datname = '$TEST_ROLE'")" != 1 ]]; then
+    log "postgres: creating the database $TEST_ROLE"
+    pg_admin "create database $TEST_ROLE owner $TEST_ROLE" >/dev/null
   fi
+  wait_until 10 "postgres to accept a login as $TEST_ROLE on $HOST:$PG_PORT" \
+    env PGPASSWORD="$TEST_PASSWORD" psql -X -q -h "$HOST" -p "$PG_PORT" -U "$TEST_ROLE" -d "$TEST_ROLE" -c 'select 1'
 }
 
 # --------------------------------------------------------------------------- mariadb
@@ -348,6 +350,14 @@ mysql_tcp() { # mysql_tcp <sql>
   "$(mysql_bin)" -h "$HOST" -P "$MYSQL_PORT" -uroot --connect-timeout=3 -Nse "$1"
 }
 
+mysql_admin() { # mysql_admin <sql>: as root, over TCP if it lets us in, else over the unix socket
+  if mysql_tcp 'select 1' >/dev/null 2>&1; then
+    mysql_tcp "$1" >/dev/null
+  else
+    $SUDO "$(mysql_bin)" -uroot --protocol=socket -Nse "$1" >/dev/null
+  fi
+}
+
 mariadb_up() {
   if mysql_ping; then
     log "mariadb: already running on $HOST:$MYSQL_PORT (reused)"
@@ -365,21 +375,17 @@ mariadb_up() {
       || die "mariadb: start-stop-daemon failed"
     wait_until "$WAIT_TIMEOUT" "mariadb on $HOST:$MYSQL_PORT to answer ping" mysql_ping
   fi
-  if ! mysql_tcp 'select 1' >/dev/null 2>&1; then
-    log "mariadb: root cannot log in over TCP without password; granting root@127.0.0.1/::1 (via unix socket)"
-    $SUDO "$(mysql_bin)" -uroot --protocol=socket <<'SQL' >&2 || die "mariadb: could not configure root over the unix socket (run as root)"
-CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
-ALTER USER 'root'@'127.0.0.1' IDENTIFIED BY '';
-GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
-CREATE USER IF NOT EXISTS 'root'@'::1' IDENTIFIED BY '';
-ALTER USER 'root'@'::1' IDENTIFIED BY '';
-GRANT ALL PRIVILEGES ON *.* TO 'root'@'::1' WITH GRANT OPTION;
-ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD('');
-FLUSH PRIVILEGES;
-SQL
-    mysql_tcp 'select 1' >/dev/null || die "mariadb: root still cannot log in over TCP on $HOST:$MYSQL_PORT"
-  fi
-  mysql_tcp 'CREATE DATABASE IF NOT EXISTS test' >/dev/null
+  local grants="CREATE, DROP, ALTER, INDEX, SELECT, INSERT, UPDATE, DELETE, LOCK TABLES, REFERENCES, CREATE TEMPORARY TABLES"
+  mysql_admin "CREATE DATABASE IF NOT EXISTS $TEST_ROLE" \
+    || die "mariadb: cannot log in as an administrator, neither as root over TCP nor over the unix socket"
+  local host
+  for host in 127.0.0.1 ::1 localhost; do
+    mysql_admin "CREATE USER IF NOT EXISTS '$TEST_ROLE'@'$host' IDENTIFIED BY '$TEST_PASSWORD'"
+    # Any database name: some tests create databases of their own.
+    mysql_admin "GRANT $grants ON *.* TO '$TEST_ROLE'@'$host'"
+  done
+  wait_until 10 "mariadb to accept a login as $TEST_ROLE on $HOST:$MYSQL_PORT" \
+    "$(mysql_bin)" -h "$HOST" -P "$MYSQL_PORT" -u"$TEST_ROLE" -p"$TEST_PASSWORD" --connect-timeout=3 -Nse 'select 1' "$TEST_ROLE"
 }
 
 # --------------------------------------------------------------------------- kafka (tansu)
@@ -499,8 +505,8 @@ nginx_up() {
 cmd_env() {
   echo "export COUPON_TEST_REDIS_URL=redis://$HOST:$REDIS_PORT/"
   echo "export COUPON_TEST_REDIS_CLUSTER_URLS=$(cluster_urls)"
-  echo "export COUPON_TEST_POSTGRES_URL=postgres://$PG_USER@$HOST:$PG_PORT/test"
-  echo "export COUPON_TEST_MYSQL_URL=mysql://root@$HOST:$MYSQL_PORT/test"
+  echo "export COUPON_TEST_POSTGRES_URL=postgres://$TEST_ROLE:$TEST_PASSWORD@$HOST:$PG_PORT/$TEST_ROLE"
+  echo "export COUPON_TEST_MYSQL_URL=mysql://$TEST_ROLE:$TEST_PASSWORD@$HOST:$MYSQL_PORT/$TEST_ROLE"
   echo "export COUPON_TEST_KAFKA_BROKERS=$HOST:$KAFKA_PORT"
   local nginx
   nginx="$(nginx_bin)"
@@ -527,14 +533,14 @@ status_lines() { # prints lines, returns 1 if anything is down
   [[ $state == ok ]] || rc=1
   printf 'redis-cluster  %-5s %s  (nodes %s)\n' "$([[ $state == ok ]] && echo up || echo down)" "$(cluster_urls)" "${nodes[*]}"
   if command -v pg_isready >/dev/null 2>&1 && pg_ready && pg_psql test -c 'select 1' >/dev/null 2>&1; then
-    echo "postgres       up    postgres://$PG_USER@$HOST:$PG_PORT/test"
+    echo "postgres       up    postgres://$TEST_ROLE@$HOST:$PG_PORT/$TEST_ROLE"
   else
-    echo "postgres       down  postgres://$PG_USER@$HOST:$PG_PORT/test"; rc=1
+    echo "postgres       down  postgres://$TEST_ROLE@$HOST:$PG_PORT/$TEST_ROLE"; rc=1
   fi
   if [[ -n "$(mysql_bin)" ]] && mysql_tcp 'use test; select 1' >/dev/null 2>&1; then
-    echo "mariadb        up    mysql://root@$HOST:$MYSQL_PORT/test"
+    echo "mariadb        up    mysql://$TEST_ROLE@$HOST:$MYSQL_PORT/$TEST_ROLE"
   else
-    echo "mariadb        down  mysql://root@$HOST:$MYSQL_PORT/test"; rc=1
+    echo "mariadb        down  mysql://$TEST_ROLE@$HOST:$MYSQL_PORT/$TEST_ROLE"; rc=1
   fi
   local kinfo=""
   pid_alive_matching "$TANSU_PID" tansu && kinfo="  (tansu pid $(<"$TANSU_PID"), log $TANSU_LOG)"
