@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# Free space, so a build that runs out of disk is recognised at once in the log.
+df -h . >&2 || true
+
 step "services"
 scripts/services.sh up
 eval "$(scripts/services.sh env)"

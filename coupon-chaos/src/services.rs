@@ -310,6 +310,12 @@ impl Broker {
             &url,
             advertised,
             &advertised_url,
+            // In memory, not SQLite as scripts/services.sh: the broker faults make
+            // librdkafka's idempotent producer bump its epoch after timed-out messages,
+            // and tansu 0.6.0's SQLite engine then panics ("more or less than one row",
+            // lite.rs) and refuses every produce after. The in-memory engine answers
+            // ListOffsets from write times (services.sh), which a fresh broker of a short
+            // run does not show.
             "--storage-engine",
             "memory://tansu/",
         ]);

@@ -80,8 +80,16 @@ pub trait IssueGate: Send + Sync + 'static {
     ) -> Result<Admission, BackendError>;
 
     /// Admits many requests in order, as if [`IssueGate::admit`] were called for each
-    /// in turn; one result per request. Backends answer this with one call where they can.
-    async fn admit_many(&self, requests: &[AdmitRequest], now: DateTime<Utc>) -> Result<Vec<Admission>, BackendError>;
+    /// in turn; one result per request. The default does exactly that; a backend over
+    /// the network answers with one round trip where it can (Redis: one script call
+    /// per campaign).
+    async fn admit_many(&self, requests: &[AdmitRequest], now: DateTime<Utc>) -> Result<Vec<Admission>, BackendError> {
+        let mut out = Vec::with_capacity(requests.len());
+        for r in requests {
+            out.push(self.admit(&r.campaign_id, &r.user_id, &r.coupon_id, now).await?);
+        }
+        Ok(out)
+    }
 
     /// Compensates one admission that was not acknowledged: if exactly this admission
     /// (`key.coupon_id`) is still in the ledger, removes it, returns its stock and frees

@@ -25,6 +25,15 @@ pub struct ReconcileReport {
     pub kept: u64,
 }
 
+impl std::ops::AddAssign for ReconcileReport {
+    fn add_assign(&mut self, o: Self) {
+        self.examined += o.examined;
+        self.settled += o.settled;
+        self.released += o.released;
+        self.kept += o.kept;
+    }
+}
+
 /// What a sync did: the gate restored from the store, then reconciled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncReport {
@@ -167,10 +176,7 @@ impl Reconciler {
                     if report.released > 0 || report.settled > 0 {
                         tracing::info!(campaign = %id, released = report.released, settled = report.settled, "reconciled");
                     }
-                    total.examined += report.examined;
-                    total.settled += report.settled;
-                    total.released += report.released;
-                    total.kept += report.kept;
+                    total += report;
                 }
                 Err(e) => tracing::warn!(campaign = %id, error = %e, "reconciler pass failed"),
             }

@@ -98,7 +98,7 @@ impl KafkaLog {
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .create_with_context(GroupContext)
+            .create_with_context(GroupContext::default())
             .map_err(|e| backend_error("subscribe", e))?;
         consumer
             .subscribe(&[topic])
@@ -143,6 +143,12 @@ pub struct GroupProgress {
     pub uncommitted: i64,
     /// The group's positions summed over partitions: grows as the group commits.
     pub committed_total: i64,
+    /// Events the broker deleted (retention, or a broker that lost data) before the
+    /// group committed them: on each partition, from the group's committed offset up to
+    /// the topic's low watermark. Acknowledged coupons may be among them; while any
+    /// are, [`KafkaLog`]'s horizon holds every admission (nothing is released) and the
+    /// group's members stop on those partitions, so that an operator decides.
+    pub lost: i64,
 }
 
 impl GroupProgress {
@@ -225,6 +231,14 @@ impl PartitionPosition {
     pub(crate) fn uncommitted(&self) -> i64 {
         (self.high - self.position()).max(0)
     }
+
+    /// Events deleted by the broker before the group committed them: the committed
+    /// offset lies below the low watermark. (A group that never committed on the
+    /// partition has nothing to compare; the start-up check for such a group is
+    /// [`GroupProgress::never_committed`].)
+    pub(crate) fn lost(&self) -> i64 {
+        self.committed.map_or(0, |n| (self.low - n).max(0))
+    }
 }
 
 impl GroupProgress {
@@ -235,6 +249,7 @@ impl GroupProgress {
             retained: positions.iter().map(|p| p.high - p.low).sum(),
             uncommitted: positions.iter().map(PartitionPosition::uncommitted).sum(),
             committed_total: positions.iter().map(PartitionPosition::position).sum(),
+            lost: positions.iter().map(PartitionPosition::lost).sum(),
         }
     }
 }
@@ -244,11 +259,29 @@ pub(crate) fn group_progress(config: &KafkaConfig, group: &str) -> Result<GroupP
 }
 
 /// The publish time of the oldest message `group` has not committed, over every partition.
+///
+/// Events the broker deleted before the group committed them ([`GroupProgress::lost`])
+/// were published at a time nobody can read any more: the horizon is then the earliest
+/// time there is, so the reconciler holds every admission rather than release a coupon
+/// that may have been acknowledged.
 fn oldest_uncommitted(config: &KafkaConfig, group: &str) -> Result<Option<DateTime<Utc>>, BackendError> {
     let err = |e| backend_error("oldest_uncommitted", e);
     let topic = config.topic.as_str();
+    let positions = positions(config, group, "oldest_uncommitted")?;
+    if let Some(p) = positions.iter().find(|p| p.lost() > 0) {
+        tracing::error!(
+            topic,
+            group,
+            partition = p.partition,
+            committed = p.committed,
+            low_watermark = p.low,
+            lost = p.lost(),
+            "the broker deleted events this group never committed; nothing is released until an operator moves the group past them"
+        );
+        return Ok(Some(DateTime::<Utc>::UNIX_EPOCH));
+    }
     let mut oldest: Option<DateTime<Utc>> = None;
-    for p in positions(config, group, "oldest_uncommitted")? {
+    for p in positions {
         let (partition, position) = (p.partition, p.position());
         if position >= p.high {
             continue;

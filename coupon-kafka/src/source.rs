@@ -1,6 +1,6 @@
 //! [`KafkaSource`]: a consumer-group member yielding batches, committing only when told.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -17,14 +17,22 @@ use crate::errors::backend_error;
 use crate::log::{GroupProgress, PartitionPosition, blocking, positions};
 use crate::producer::{Outgoing, Publisher};
 
-/// Logs rebalances; commits of revoked partitions are skipped by [`KafkaSource::commit`].
-pub struct GroupContext;
+/// Logs rebalances and counts them; commits of revoked partitions are skipped by
+/// [`KafkaSource::commit`].
+#[derive(Default)]
+pub(crate) struct GroupContext {
+    rebalances: Arc<AtomicU64>,
+}
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         tracing::info!(?rebalance, "consumer group rebalance");
+    }
+
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, _: &Rebalance<'_>) {
+        self.rebalances.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -43,12 +51,34 @@ impl ConsumerContext for GroupContext {
 /// rejoin makes it assign again). Either way acknowledged coupons waited unstored. (An
 /// idle member of a group whose other members commit is normal, with more members than
 /// partitions, and is left alone: a rejoin makes the whole group rebalance.)
+///
+/// It stops on a partition whose records were deleted before its group committed them
+/// (retention, or a broker that lost data): acknowledged coupons may be among them, so
+/// it neither hands out nor commits anything past the gap, logs an error and counts the
+/// lost records (`coupon_consumer_events_lost_total`). The group's committed offset so
+/// stays below the topic's low watermark, which keeps [`crate::KafkaLog`]'s reconciler
+/// horizon holding every admission until an operator moves the group past the gap
+/// (RELIABILITY.md). Offsets on the event topic are contiguous (it is neither compacted
+/// nor written in transactions), so a record beyond the next expected offset is a gap.
 pub struct KafkaSource {
     consumer: Arc<StreamConsumer<GroupContext>>,
     publisher: Arc<Publisher>,
     config: KafkaConfig,
     group: String,
     watch: StallWatch,
+    gaps: GapWatch,
+}
+
+/// What [`KafkaSource`] knows to tell a gap in a partition's offsets.
+#[derive(Default)]
+struct GapWatch {
+    /// The group's rebalances as of `next`: a new assignment starts over.
+    rebalances: u64,
+    /// Per partition, the offset after the last record handed out (or the group's
+    /// committed offset before the first).
+    next: HashMap<i32, i64>,
+    /// Partitions this member stopped on: (first missing offset, first offset after).
+    halted: HashMap<i32, (i64, i64)>,
 }
 
 struct StallWatch {
@@ -83,7 +113,104 @@ impl KafkaSource {
                 assigned: Arc::default(),
                 rejoins: Arc::default(),
             },
+            gaps: GapWatch::default(),
         }
+    }
+
+    /// Partitions this member stopped on because records before them were deleted
+    /// unread, with the missing offsets (`from..to`).
+    pub fn halted_partitions(&self) -> Vec<(i32, std::ops::Range<i64>)> {
+        let mut halted: Vec<_> = self
+            .gaps
+            .halted
+            .iter()
+            .map(|(p, (from, to))| (*p, *from..*to))
+            .collect();
+        halted.sort_by_key(|(p, _)| *p);
+        halted
+    }
+
+    /// `records` without those at or after a gap in their partition's offsets; a
+    /// partition with a gap is paused and stays so until the group rebalances.
+    async fn hold_back_gaps(&mut self, records: Vec<LogRecord>) -> Vec<LogRecord> {
+        let rebalances = self.consumer.context().rebalances.load(Ordering::Relaxed);
+        if rebalances != self.gaps.rebalances {
+            self.gaps = GapWatch {
+                rebalances,
+                ..GapWatch::default()
+            };
+        }
+        let unknown: BTreeSet<i32> = records
+            .iter()
+            .map(|r| r.partition)
+            .filter(|p| !self.gaps.next.contains_key(p) && !self.gaps.halted.contains_key(p))
+            .collect();
+        if !unknown.is_empty() {
+            match self.committed(unknown).await {
+                Ok(committed) => self.gaps.next.extend(committed),
+                // Unchecked until the next assignment: the check only ever holds back.
+                Err(e) => tracing::warn!(error = %e, "could not read the group's committed offsets"),
+            }
+        }
+        let mut kept = Vec::with_capacity(records.len());
+        for r in records {
+            if self.gaps.halted.contains_key(&r.partition) {
+                continue;
+            }
+            match self.gaps.next.get(&r.partition).copied() {
+                Some(expected) if r.offset > expected => self.halt(r.partition, expected, r.offset),
+                expected => {
+                    let next = expected.map_or(r.offset + 1, |e| e.max(r.offset + 1));
+                    self.gaps.next.insert(r.partition, next);
+                    kept.push(r);
+                }
+            }
+        }
+        kept
+    }
+
+    /// The group's committed offsets of `partitions` (those it has committed on).
+    async fn committed(&self, partitions: BTreeSet<i32>) -> Result<Vec<(i32, i64)>, BackendError> {
+        let (consumer, topic) = (self.consumer.clone(), self.config.topic.clone());
+        blocking("committed_offsets", move || {
+            let mut wanted = TopicPartitionList::new();
+            for p in partitions {
+                wanted.add_partition(&topic, p);
+            }
+            let committed = consumer
+                .committed_offsets(wanted, Duration::from_secs(5))
+                .map_err(|e| backend_error("committed_offsets", e))?;
+            let out = committed
+                .elements_for_topic(&topic)
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(n) => Some((e.partition(), n)),
+                    _ => None,
+                })
+                .collect();
+            drop(committed);
+            Ok(out)
+        })
+        .await
+    }
+
+    fn halt(&mut self, partition: i32, from: i64, to: i64) {
+        self.gaps.halted.insert(partition, (from, to));
+        metrics::counter!("coupon_consumer_events_lost_total", "group" => self.group.clone())
+            .increment((to - from) as u64);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.config.topic, partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::warn!(error = %e, partition, "could not pause the partition; its records are held back all the same");
+        }
+        tracing::error!(
+            topic = %self.config.topic,
+            group = %self.group,
+            partition,
+            missing = ?(from..to),
+            lost = to - from,
+            "the broker deleted records this group never committed; this member stops on the partition (nothing past the gap is stored or committed) until an operator moves the group past it"
+        );
     }
 
     /// Partitions this member held at its last check.
@@ -129,8 +256,10 @@ impl KafkaSource {
                 return;
             }
         };
+        let progress = GroupProgress::of(&positions);
         metrics::gauge!("coupon_consumer_group_uncommitted", "group" => self.group.clone())
-            .set(GroupProgress::of(&positions).uncommitted as f64);
+            .set(progress.uncommitted as f64);
+        metrics::gauge!("coupon_consumer_group_lost", "group" => self.group.clone()).set(progress.lost as f64);
         let stall = Stall::judge(&positions, &mine, &self.watch.positions);
         self.watch.positions = positions.iter().map(|p| (p.partition, p.position())).collect();
         // A new assignment means the group rebalanced (perhaps on another member's
@@ -182,7 +311,11 @@ impl Stall {
         if held.iter().any(|p| p.uncommitted() > 0) {
             return None;
         }
-        let waiting: Vec<&PartitionPosition> = elsewhere.into_iter().filter(|p| p.uncommitted() > 0).collect();
+        // A partition stopped on a gap waits for an operator, not for a rejoin.
+        let waiting: Vec<&PartitionPosition> = elsewhere
+            .into_iter()
+            .filter(|p| p.uncommitted() > 0 && p.lost() == 0)
+            .collect();
         let stuck = |p: &&PartitionPosition| before.get(&p.partition).is_some_and(|&b| p.position() <= b);
         if waiting.is_empty() || !waiting.iter().all(stuck) {
             return None;
@@ -237,6 +370,7 @@ impl EventSource for KafkaSource {
                 Err(_) => break,
             }
         }
+        let records = self.hold_back_gaps(records).await;
         Ok(Batch {
             commit: CommitHandle::covering(&records),
             records,
@@ -344,6 +478,20 @@ mod tests {
     fn no_stall_while_a_waiting_partition_advances() {
         let positions = [at(0, 10, 10), at(1, 6, 9)];
         assert_eq!(Stall::judge(&positions, &[0], &before(&[(0, 10), (1, 4)])), None);
+    }
+
+    #[test]
+    fn a_partition_stopped_on_a_gap_is_not_a_stall() {
+        // Partition 1's group committed 4, but the broker kept only offsets 6 and up.
+        let gap = PartitionPosition {
+            partition: 1,
+            committed: Some(4),
+            low: 6,
+            high: 9,
+        };
+        assert_eq!(gap.lost(), 2);
+        let positions = [at(0, 10, 10), gap];
+        assert_eq!(Stall::judge(&positions, &[0], &before(&[(0, 10), (1, 6)])), None);
     }
 
     #[test]

@@ -46,13 +46,6 @@ local seq = tonumber(meta[5] or '0')
 local limit = tonumber(meta[2])
 local time = redis.call('TIME')
 local at = tonumber(time[1]) * 1000000 + tonumber(time[2])
-local function held_count(held)
-  if not held then
-    return 0
-  end
-  local _, ones = string.gsub(held, '1', '')
-  return ones
-end
 local taken = 0
 for i = 2, #ARGV, 2 do
   local coupon, user = ARGV[i], ARGV[i + 1]
@@ -76,15 +69,9 @@ for i = 2, #ARGV, 2 do
     if held_count(held) >= limit then
       out[#out + 1] = 1
     else
-      local free = string.find(held, '0', 1, true)
-      if free then
-        held = string.sub(held, 1, free - 1) .. '1' .. string.sub(held, free + 1)
-        nth = free
-      else
-        held = held .. '1'
-        nth = #held
-      end
-      redis.call('HSET', KEYS[2], user, held)
+      -- The lowest free nth, or one past the end.
+      nth = string.find(held, '0', 1, true) or #held + 1
+      redis.call('HSET', KEYS[2], user, set_nth(held, nth, '1'))
     end
   end
   if nth > 0 then

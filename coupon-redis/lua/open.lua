@@ -5,12 +5,5 @@
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
-redis.call('HSET', KEYS[1], 'stock', ARGV[1], 'total', ARGV[1], 'limit', ARGV[2], 'start', ARGV[3], 'end', ARGV[4])
--- Sentinels create the holder hash and the ledger now, so they carry the expiry from the start
--- (user ids are never empty; the ledger sentinel sits at +inf, after every real entry).
-redis.call('HSET', KEYS[2], '', 0)
-redis.call('ZADD', KEYS[3], '+inf', '')
-for i = 1, 3 do
-  redis.call('PEXPIREAT', KEYS[i], ARGV[5])
-end
+create_campaign(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
 return 1

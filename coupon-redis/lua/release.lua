@@ -15,7 +15,7 @@ local held = redis.call('HGET', KEYS[2], ARGV[2])
 if held then
   local nth = tonumber(ARGV[3])
   if string.sub(held, nth, nth) == '1' then
-    held = string.sub(held, 1, nth - 1) .. '0' .. string.sub(held, nth + 1)
+    held = set_nth(held, nth, '0')
   end
   if string.find(held, '1', 1, true) then
     redis.call('HSET', KEYS[2], ARGV[2], held)

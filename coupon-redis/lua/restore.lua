@@ -21,12 +21,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
     return redis.error_reply('COUPONEXPIRED the campaign is past its window and expiry grace; nothing to restore')
   end
   redis.call('UNLINK', KEYS[2], KEYS[3])
-  redis.call('HSET', KEYS[1], 'stock', ARGV[1], 'total', ARGV[1], 'limit', ARGV[2], 'start', ARGV[3], 'end', ARGV[4])
-  redis.call('HSET', KEYS[2], '', 0)
-  redis.call('ZADD', KEYS[3], '+inf', '')
-  for i = 1, 3 do
-    redis.call('PEXPIREAT', KEYS[i], ARGV[5])
-  end
+  create_campaign(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
   created = 1
 end
 local stock = tonumber(redis.call('HGET', KEYS[1], 'stock'))
@@ -37,11 +32,7 @@ for i = 8, #ARGV, 2 do
   local nth = tonumber(ARGV[i + 1])
   local held = redis.call('HGET', KEYS[2], user) or ''
   if string.sub(held, nth, nth) ~= '1' then
-    if #held < nth then
-      held = held .. string.rep('0', nth - #held)
-    end
-    held = string.sub(held, 1, nth - 1) .. '1' .. string.sub(held, nth + 1)
-    redis.call('HSET', KEYS[2], user, held)
+    redis.call('HSET', KEYS[2], user, set_nth(held, nth, '1'))
     if not users[user] then
       users[user] = true
       restored = restored + 1

@@ -71,14 +71,21 @@ impl ScriptCall<'_> {
     }
 }
 
+/// `lua/*.lua` with `lua/prelude.lua` (holdings and campaign creation) in front.
+macro_rules! with_prelude {
+    ($file:literal) => {
+        concat!(include_str!("../lua/prelude.lua"), include_str!($file))
+    };
+}
+
 /// `lua/open.lua`.
-pub static OPEN: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(include_str!("../lua/open.lua")));
+pub static OPEN: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(with_prelude!("../lua/open.lua")));
 /// `lua/admit.lua`.
-pub static ADMIT: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(include_str!("../lua/admit.lua")));
+pub static ADMIT: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(with_prelude!("../lua/admit.lua")));
 /// `lua/release.lua`.
-pub static RELEASE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(include_str!("../lua/release.lua")));
+pub static RELEASE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(with_prelude!("../lua/release.lua")));
 /// `lua/restore.lua`.
-pub static RESTORE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(include_str!("../lua/restore.lua")));
+pub static RESTORE: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(with_prelude!("../lua/restore.lua")));
 /// `lua/forget.lua`.
 pub static FORGET: LazyLock<LuaScript> = LazyLock::new(|| LuaScript::new(include_str!("../lua/forget.lua")));
 /// `lua/close.lua`.

@@ -11,8 +11,9 @@ use coupon_core::{
 };
 use uuid::Uuid;
 
-/// A campaign's columns, dialect-neutral.
-#[derive(Debug, Clone)]
+/// A campaign's columns, dialect-neutral (read with `sqlx::FromRow` where the database
+/// has the column types: PostgreSQL and MySQL; SQLite keeps times as integers).
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct CampaignColumns {
     pub id: Uuid,
     pub name: String,
@@ -79,8 +80,8 @@ impl CampaignColumns {
     }
 }
 
-/// A coupon's columns, dialect-neutral.
-#[derive(Debug, Clone)]
+/// A coupon's columns, dialect-neutral (`sqlx::FromRow` as [`CampaignColumns`]).
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct CouponColumns {
     pub id: Uuid,
     pub campaign_id: Uuid,

@@ -9,7 +9,7 @@ use coupon_core::{
     RedeemOutcome, Redemption, ReservationKey, UserId, VoidOutcome,
 };
 use sqlx::mysql::{MySql, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::{Connection, QueryBuilder, Row};
+use sqlx::{Connection, FromRow, QueryBuilder, Row};
 use uuid::Uuid;
 
 use crate::common::{
@@ -334,42 +334,15 @@ const VOIDED_AMONG: &str = "SELECT coupon_id FROM coupon_voids WHERE coupon_id I
 const STORED_AMONG: &str = "SELECT id FROM coupon_coupons WHERE id IN (";
 
 fn campaign_from_row(row: &MySqlRow) -> Result<Campaign, BackendError> {
-    let get = || -> Result<CampaignColumns, sqlx::Error> {
-        Ok(CampaignColumns {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            total_quantity: row.try_get("total_quantity")?,
-            per_user_limit: row.try_get("per_user_limit")?,
-            issue_starts_at: row.try_get("issue_starts_at")?,
-            issue_ends_at: row.try_get("issue_ends_at")?,
-            valid_until: row.try_get("valid_until")?,
-            valid_days: row.try_get("valid_days")?,
-            min_order_amount: row.try_get("min_order_amount")?,
-            discount: row.try_get("discount")?,
-            state: row.try_get("state")?,
-            created_at: row.try_get("created_at")?,
-        })
-    };
-    get()
+    CampaignColumns::from_row(row)
         .map_err(|e| backend_error(B, "read campaign", e))?
         .into_campaign(B)
 }
 
 fn coupon_from_row(row: &MySqlRow) -> Result<Coupon, BackendError> {
-    let get = || -> Result<CouponColumns, sqlx::Error> {
-        Ok(CouponColumns {
-            id: row.try_get("id")?,
-            campaign_id: row.try_get("campaign_id")?,
-            user_id: row.try_get("user_id")?,
-            nth: row.try_get("nth")?,
-            issued_at: row.try_get("issued_at")?,
-            valid_until: row.try_get("valid_until")?,
-            state: row.try_get("state")?,
-            redeemed_at: row.try_get("redeemed_at")?,
-            order_id: row.try_get("order_id")?,
-        })
-    };
-    get().map_err(|e| backend_error(B, "read coupon", e))?.into_coupon(B)
+    CouponColumns::from_row(row)
+        .map_err(|e| backend_error(B, "read coupon", e))?
+        .into_coupon(B)
 }
 
 #[async_trait]

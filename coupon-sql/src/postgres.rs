@@ -9,8 +9,8 @@ use coupon_core::{
     BackendError, Campaign, CampaignId, CampaignState, Coupon, CouponId, IssueEvent, IssueStore, RecordOutcome,
     RedeemOutcome, Redemption, ReservationKey, UserId, VoidOutcome,
 };
-use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
 use crate::common::{
@@ -221,42 +221,15 @@ static COUPON_WITH_MIN: LazyLock<String> = LazyLock::new(|| {
 });
 
 fn campaign_from_row(row: &PgRow) -> Result<Campaign, BackendError> {
-    let get = || -> Result<CampaignColumns, sqlx::Error> {
-        Ok(CampaignColumns {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            total_quantity: row.try_get("total_quantity")?,
-            per_user_limit: row.try_get("per_user_limit")?,
-            issue_starts_at: row.try_get("issue_starts_at")?,
-            issue_ends_at: row.try_get("issue_ends_at")?,
-            valid_until: row.try_get("valid_until")?,
-            valid_days: row.try_get("valid_days")?,
-            min_order_amount: row.try_get("min_order_amount")?,
-            discount: row.try_get("discount")?,
-            state: row.try_get("state")?,
-            created_at: row.try_get("created_at")?,
-        })
-    };
-    get()
+    CampaignColumns::from_row(row)
         .map_err(|e| backend_error(B, "read campaign", e))?
         .into_campaign(B)
 }
 
 fn coupon_from_row(row: &PgRow) -> Result<Coupon, BackendError> {
-    let get = || -> Result<CouponColumns, sqlx::Error> {
-        Ok(CouponColumns {
-            id: row.try_get("id")?,
-            campaign_id: row.try_get("campaign_id")?,
-            user_id: row.try_get("user_id")?,
-            nth: row.try_get("nth")?,
-            issued_at: row.try_get("issued_at")?,
-            valid_until: row.try_get("valid_until")?,
-            state: row.try_get("state")?,
-            redeemed_at: row.try_get("redeemed_at")?,
-            order_id: row.try_get("order_id")?,
-        })
-    };
-    get().map_err(|e| backend_error(B, "read coupon", e))?.into_coupon(B)
+    CouponColumns::from_row(row)
+        .map_err(|e| backend_error(B, "read coupon", e))?
+        .into_coupon(B)
 }
 
 #[async_trait]

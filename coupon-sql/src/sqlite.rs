@@ -14,7 +14,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{FromRow, QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use crate::common::{
@@ -243,68 +243,68 @@ async fn seqs_taken(
 const VOIDED_AMONG: &str = "SELECT coupon_id FROM coupon_voids WHERE coupon_id IN (";
 const STORED_AMONG: &str = "SELECT id FROM coupon_coupons WHERE id IN (";
 
+/// A campaign row as SQLite holds it: times as integers ([`time`]).
+#[derive(sqlx::FromRow)]
+struct CampaignRow {
+    id: Uuid,
+    name: String,
+    total_quantity: i64,
+    per_user_limit: i32,
+    issue_starts_at: i64,
+    issue_ends_at: i64,
+    valid_until: Option<i64>,
+    valid_days: Option<i32>,
+    min_order_amount: Option<i64>,
+    discount: String,
+    state: String,
+    created_at: i64,
+}
+
+/// A coupon row as SQLite holds it.
+#[derive(sqlx::FromRow)]
+struct CouponRow {
+    id: Uuid,
+    campaign_id: Uuid,
+    user_id: String,
+    nth: i32,
+    issued_at: i64,
+    valid_until: i64,
+    state: String,
+    redeemed_at: Option<i64>,
+    order_id: Option<String>,
+}
+
 fn campaign_from_row(row: &SqliteRow) -> Result<Campaign, BackendError> {
-    let get = || -> Result<_, sqlx::Error> {
-        Ok((
-            row.try_get::<Uuid, _>("id")?,
-            row.try_get::<String, _>("name")?,
-            row.try_get::<i64, _>("total_quantity")?,
-            row.try_get::<i32, _>("per_user_limit")?,
-            row.try_get::<i64, _>("issue_starts_at")?,
-            row.try_get::<i64, _>("issue_ends_at")?,
-            row.try_get::<Option<i64>, _>("valid_until")?,
-            row.try_get::<Option<i32>, _>("valid_days")?,
-            row.try_get::<Option<i64>, _>("min_order_amount")?,
-            row.try_get::<String, _>("discount")?,
-            row.try_get::<String, _>("state")?,
-            row.try_get::<i64, _>("created_at")?,
-        ))
-    };
-    let (id, name, total, limit, start, end, until, days, min, discount, state, created) =
-        get().map_err(|e| backend_error(B, "read campaign", e))?;
+    let r = CampaignRow::from_row(row).map_err(|e| backend_error(B, "read campaign", e))?;
     CampaignColumns {
-        id,
-        name,
-        total_quantity: total,
-        per_user_limit: limit,
-        issue_starts_at: time(start)?,
-        issue_ends_at: time(end)?,
-        valid_until: opt_time(until)?,
-        valid_days: days,
-        min_order_amount: min,
-        discount,
-        state,
-        created_at: time(created)?,
+        id: r.id,
+        name: r.name,
+        total_quantity: r.total_quantity,
+        per_user_limit: r.per_user_limit,
+        issue_starts_at: time(r.issue_starts_at)?,
+        issue_ends_at: time(r.issue_ends_at)?,
+        valid_until: opt_time(r.valid_until)?,
+        valid_days: r.valid_days,
+        min_order_amount: r.min_order_amount,
+        discount: r.discount,
+        state: r.state,
+        created_at: time(r.created_at)?,
     }
     .into_campaign(B)
 }
 
 fn coupon_from_row(row: &SqliteRow) -> Result<Coupon, BackendError> {
-    let get = || -> Result<_, sqlx::Error> {
-        Ok((
-            row.try_get::<Uuid, _>("id")?,
-            row.try_get::<Uuid, _>("campaign_id")?,
-            row.try_get::<String, _>("user_id")?,
-            row.try_get::<i32, _>("nth")?,
-            row.try_get::<i64, _>("issued_at")?,
-            row.try_get::<i64, _>("valid_until")?,
-            row.try_get::<String, _>("state")?,
-            row.try_get::<Option<i64>, _>("redeemed_at")?,
-            row.try_get::<Option<String>, _>("order_id")?,
-        ))
-    };
-    let (id, campaign_id, user_id, nth, issued, valid, state, redeemed, order_id) =
-        get().map_err(|e| backend_error(B, "read coupon", e))?;
+    let r = CouponRow::from_row(row).map_err(|e| backend_error(B, "read coupon", e))?;
     CouponColumns {
-        id,
-        campaign_id,
-        user_id,
-        nth,
-        issued_at: time(issued)?,
-        valid_until: time(valid)?,
-        state,
-        redeemed_at: opt_time(redeemed)?,
-        order_id,
+        id: r.id,
+        campaign_id: r.campaign_id,
+        user_id: r.user_id,
+        nth: r.nth,
+        issued_at: time(r.issued_at)?,
+        valid_until: time(r.valid_until)?,
+        state: r.state,
+        redeemed_at: opt_time(r.redeemed_at)?,
+        order_id: r.order_id,
     }
     .into_coupon(B)
 }

@@ -32,12 +32,18 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     pub(crate) gate_url: String,
     pub(crate) gate_batching: bool,
+    pub(crate) gate_root_certificate_file: Option<std::path::PathBuf>,
     pub(crate) store_url: String,
     pub(crate) store_max_connections: u32,
+    pub(crate) store_statement_timeout_ms: u64,
+    pub(crate) store_lock_timeout_ms: u64,
     pub(crate) kafka_brokers: Option<String>,
     pub(crate) kafka_topic: String,
     pub(crate) kafka_options: BTreeMap<String, String>,
     pub(crate) kafka_single_broker: bool,
+    pub(crate) kafka_partitions: i32,
+    pub(crate) kafka_replication_factor: i32,
+    pub(crate) kafka_min_insync_replicas: i32,
     pub(crate) consumer_group: String,
     pub(crate) ack: Option<AckMode>,
     pub(crate) reconcile_grace_secs: u64,
@@ -50,12 +56,18 @@ impl Default for Config {
         Self {
             gate_url: "memory".into(),
             gate_batching: true,
+            gate_root_certificate_file: None,
             store_url: "memory".into(),
             store_max_connections: 10,
+            store_statement_timeout_ms: 5_000,
+            store_lock_timeout_ms: 2_000,
             kafka_brokers: None,
             kafka_topic: "coupon-issued".into(),
             kafka_options: BTreeMap::new(),
             kafka_single_broker: false,
+            kafka_partitions: 6,
+            kafka_replication_factor: 3,
+            kafka_min_insync_replicas: 2,
             consumer_group: coupon_core::coupons::DEFAULT_CONSUMER_GROUP.into(),
             ack: None,
             reconcile_grace_secs: 60,
@@ -75,12 +87,18 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("gate_url", &coupon_core::error::redact_url(&self.gate_url))
             .field("gate_batching", &self.gate_batching)
+            .field("gate_root_certificate_file", &self.gate_root_certificate_file)
             .field("store_url", &coupon_core::error::redact_url(&self.store_url))
             .field("store_max_connections", &self.store_max_connections)
+            .field("store_statement_timeout_ms", &self.store_statement_timeout_ms)
+            .field("store_lock_timeout_ms", &self.store_lock_timeout_ms)
             .field("kafka_brokers", &self.kafka_brokers)
             .field("kafka_topic", &self.kafka_topic)
             .field("kafka_options", &options)
             .field("kafka_single_broker", &self.kafka_single_broker)
+            .field("kafka_partitions", &self.kafka_partitions)
+            .field("kafka_replication_factor", &self.kafka_replication_factor)
+            .field("kafka_min_insync_replicas", &self.kafka_min_insync_replicas)
             .field("consumer_group", &self.consumer_group)
             .field("ack", &self.ack)
             .field("reconcile_grace_secs", &self.reconcile_grace_secs)
@@ -115,6 +133,13 @@ impl Config {
         self
     }
 
+    /// With `rediss://` (feature `tls-rustls`): a PEM file with the CA certificate that
+    /// signed the Redis servers' certificates, when it is not in the system's trust store.
+    pub fn gate_root_certificate_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.gate_root_certificate_file = Some(path.into());
+        self
+    }
+
     /// The store of record: `memory` (default), `sqlite://path?mode=rwc`, `postgres://...`
     /// or `mysql://...` (features `sqlite`, `postgres`, `mysql`).
     pub fn store_url(mut self, url: impl Into<String>) -> Self {
@@ -125,6 +150,20 @@ impl Config {
     /// The SQL store's pool size (default 10).
     pub fn store_max_connections(mut self, n: u32) -> Self {
         self.store_max_connections = n;
+        self
+    }
+
+    /// Longest a store statement may run before the database cancels it (default 5 s;
+    /// zero: no limit; whole milliseconds). A cancelled statement wrote nothing.
+    pub fn store_statement_timeout(mut self, timeout: Duration) -> Self {
+        self.store_statement_timeout_ms = millis(timeout);
+        self
+    }
+
+    /// Longest a store statement waits for a row lock (default 2 s; zero: the
+    /// database's own default; MySQL/MariaDB round up to whole seconds).
+    pub fn store_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.store_lock_timeout_ms = millis(timeout);
         self
     }
 
@@ -151,6 +190,16 @@ impl Config {
     /// created with one copy, and `after-log` accepts a topic that one lost disk empties.
     pub fn kafka_single_broker(mut self, single: bool) -> Self {
         self.kafka_single_broker = single;
+        self
+    }
+
+    /// How the event topics are created when missing (default 6 partitions, 3 replicas,
+    /// `min.insync.replicas` 2; an existing topic is described, never altered). With
+    /// [`Config::kafka_single_broker`] they get one replica whatever this says.
+    pub fn kafka_topic_layout(mut self, partitions: i32, replication_factor: i32, min_insync_replicas: i32) -> Self {
+        self.kafka_partitions = partitions;
+        self.kafka_replication_factor = replication_factor;
+        self.kafka_min_insync_replicas = min_insync_replicas;
         self
     }
 
@@ -205,6 +254,10 @@ impl Config {
     pub(crate) fn store_scheme(&self) -> &str {
         scheme(&self.store_url)
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn scheme(url: &str) -> &str {

@@ -34,13 +34,8 @@ pub enum ConnectError {
     },
     /// The settings would break a promise (sell more than the stock, or lose an
     /// acknowledged coupon); refused before anything is served.
-    #[error("unsafe configuration: {reason}. {fix}")]
-    Unsafe {
-        /// What would go wrong.
-        reason: String,
-        /// The setting that fixes it.
-        fix: String,
-    },
+    #[error("unsafe configuration: {}. {}", .0.reason(), .0.fix())]
+    Unsafe(Unsafe),
     /// A backend could not be reached, or refused ([`BackendError::is_retryable`] says
     /// whether trying again can help).
     #[error(transparent)]
@@ -48,6 +43,105 @@ pub enum ConnectError {
     /// The wiring refused a setting (an invalid URL, a grace period too short, ...).
     #[error(transparent)]
     Core(#[from] coupon_core::Error),
+}
+
+/// A combination of settings that would break a promise, as data: an application with
+/// settings of its own (flags, environment variables) words the fix in its own names;
+/// [`Unsafe::reason`] and [`Unsafe::fix`] word it in [`Config`]'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Unsafe {
+    /// `after-log` without Kafka: the in-memory log would lose acknowledged coupons
+    /// with the process.
+    AfterLogWithoutKafka,
+    /// The gate counts stock in this process while it uses `shared` (Kafka, or a network
+    /// database) that other processes can use too: each would sell the whole stock.
+    InProcessGateOverShared {
+        /// What is shared: `Kafka` or `a network database`.
+        shared: &'static str,
+    },
+    /// Under `after-log`, an event topic that one broker's lost disk would empty.
+    TopicNotDurable {
+        /// The topic.
+        topic: String,
+        /// Its replication factor.
+        replication_factor: usize,
+        /// Its `min.insync.replicas`, when the broker says.
+        min_insync_replicas: Option<i32>,
+    },
+    /// The consumer group has committed nothing while the topic holds events: the
+    /// reconciler, which reads its position, would never release an admission (most
+    /// likely the recorders run under another group).
+    GroupNeverCommitted {
+        /// The group.
+        group: String,
+        /// The event topic.
+        topic: String,
+        /// Events the topic holds.
+        retained: i64,
+    },
+}
+
+impl Unsafe {
+    /// What would go wrong.
+    pub fn reason(&self) -> String {
+        match self {
+            Unsafe::AfterLogWithoutKafka => "ack after-log needs a durable log, and kafka_brokers is not set: the \
+                                             in-memory log would lose acknowledged coupons with the process"
+                .into(),
+            Unsafe::InProcessGateOverShared { shared } => format!(
+                "the gate is in memory, so this process counts stock alone, while it uses {shared} that other \
+                 processes can share: each would sell the whole stock"
+            ),
+            Unsafe::TopicNotDurable { .. } => format!(
+                "{}: losing one broker's disk would lose coupons already acknowledged with after-log",
+                self.topic_found().unwrap_or_default()
+            ),
+            Unsafe::GroupNeverCommitted { group, topic, retained } => format!(
+                "consumer group {group} has committed nothing on topic {topic}, which holds {retained} events: the \
+                 reconciler would never release an unconfirmed admission"
+            ),
+        }
+    }
+
+    /// The [`Config`] setting that fixes it.
+    pub fn fix(&self) -> String {
+        match self {
+            Unsafe::AfterLogWithoutKafka => "Set kafka_brokers, or ack after-store",
+            Unsafe::InProcessGateOverShared { .. } => {
+                "Set gate_url to the shared Redis gate, or single_instance(true) if this is the only process"
+            }
+            Unsafe::TopicNotDurable { .. } => {
+                "Raise them on the broker, or set kafka_single_broker(true) if this single broker is what you want"
+            }
+            Unsafe::GroupNeverCommitted { .. } => {
+                "Set consumer_group to the group the recorders use, or start them first"
+            }
+        }
+        .into()
+    }
+
+    /// For [`Unsafe::TopicNotDurable`]: "topic T has replication factor N and
+    /// min.insync.replicas M", the finding as the broker described it.
+    pub fn topic_found(&self) -> Option<String> {
+        match self {
+            Unsafe::TopicNotDurable {
+                topic,
+                replication_factor,
+                min_insync_replicas,
+            } => Some(format!(
+                "topic {topic} has replication factor {replication_factor} and min.insync.replicas {}",
+                min_insync_replicas.map_or("unknown".to_owned(), |n| n.to_string())
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl From<Unsafe> for ConnectError {
+    fn from(u: Unsafe) -> Self {
+        Self::Unsafe(u)
+    }
 }
 
 impl From<coupon_core::ValidationError> for ConnectError {
@@ -74,6 +168,11 @@ pub struct Backends {
     pub log: Option<Arc<dyn EventLog>>,
     /// The store.
     pub store: Arc<dyn IssueStore>,
+    /// The Kafka log, when `log` is one: for what only Kafka answers
+    /// ([`coupon_kafka::KafkaLog::group_progress`], ...).
+    #[cfg(feature = "kafka")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
+    pub kafka: Option<Arc<coupon_kafka::KafkaLog>>,
 }
 
 impl std::fmt::Debug for Backends {
@@ -95,12 +194,33 @@ impl Backends {
         check_safe(config)?;
         let store = connect_store(config).await?;
         let (gate, gate_in_process) = connect_gate(config).await?;
-        let log = connect_log(config).await?;
+        let Some(brokers) = &config.kafka_brokers else {
+            // Without Kafka, after-gate publishes to a log in this process (the
+            // application runs `Coupons::recorder` beside the issuer); after-store needs none.
+            let log: Option<Arc<dyn EventLog>> = match config.ack_mode() {
+                AckMode::AfterStore => None,
+                _ => Some(Arc::new(MemoryLog::new())),
+            };
+            return Ok(Self {
+                gate,
+                gate_in_process,
+                log,
+                store,
+                #[cfg(feature = "kafka")]
+                kafka: None,
+            });
+        };
+        let kafka = connect_kafka(config, brokers).await?;
         Ok(Self {
             gate,
             gate_in_process,
-            log,
+            #[cfg(feature = "kafka")]
+            log: Some(kafka.clone()),
+            #[cfg(not(feature = "kafka"))]
+            log: Some(kafka),
             store,
+            #[cfg(feature = "kafka")]
+            kafka: Some(kafka),
         })
     }
 
@@ -154,12 +274,7 @@ fn check_schemes(config: &Config) -> Result<(), ConnectError> {
 fn check_safe(config: &Config) -> Result<(), ConnectError> {
     let ack = config.ack_mode();
     if ack == AckMode::AfterLog && config.kafka_brokers.is_none() {
-        return Err(ConnectError::Unsafe {
-            reason: "ack after-log needs a durable log, and kafka_brokers is not set: the in-memory log would lose \
-                     acknowledged coupons with the process"
-                .into(),
-            fix: "Set kafka_brokers, or ack after-store".into(),
-        });
+        return Err(Unsafe::AfterLogWithoutKafka.into());
     }
     let shared = if config.kafka_brokers.is_some() {
         Some("Kafka")
@@ -169,16 +284,30 @@ fn check_safe(config: &Config) -> Result<(), ConnectError> {
         Some("a network database")
     };
     if let (true, Some(shared), false) = (config.gate_scheme() == "memory", shared, config.single_instance) {
-        return Err(ConnectError::Unsafe {
-            reason: format!(
-                "the gate is in memory, so this process counts stock alone, while it uses {shared} that other \
-                 processes can share: each would sell the whole stock"
-            ),
-            fix: "Set gate_url to the shared Redis gate, or single_instance(true) if this is the only process".into(),
-        });
+        return Err(Unsafe::InProcessGateOverShared { shared }.into());
     }
+    let invalid = |field, message: String| Err(coupon_core::ValidationError::field(field, message).into());
     if config.store_max_connections == 0 {
-        return Err(coupon_core::ValidationError::field("store_max_connections", "must be at least 1").into());
+        return invalid("store_max_connections", "must be at least 1".into());
+    }
+    if config.kafka_brokers.is_some() {
+        if config.kafka_partitions < 1 {
+            return invalid(
+                "kafka_partitions",
+                format!("{} must be at least 1", config.kafka_partitions),
+            );
+        }
+        if !config.kafka_single_broker
+            && !(1..=config.kafka_replication_factor).contains(&config.kafka_min_insync_replicas)
+        {
+            return invalid(
+                "kafka_min_insync_replicas",
+                format!(
+                    "{} must be between 1 and kafka_replication_factor {}",
+                    config.kafka_min_insync_replicas, config.kafka_replication_factor
+                ),
+            );
+        }
     }
     Ok(())
 }
@@ -198,8 +327,10 @@ async fn connect_store(config: &Config) -> Result<Arc<dyn IssueStore>, ConnectEr
         "memory" => Ok(Arc::new(MemoryStore::new())),
         #[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
         scheme if enabled_sql(scheme) => {
-            let store_config =
-                coupon_sql::StoreConfig::from_url(url.as_str()).with_max_connections(config.store_max_connections);
+            let store_config = coupon_sql::StoreConfig::from_url(url.as_str())
+                .with_max_connections(config.store_max_connections)
+                .with_statement_timeout(Duration::from_millis(config.store_statement_timeout_ms))
+                .with_lock_timeout(Duration::from_millis(config.store_lock_timeout_ms));
             Ok(coupon_sql::connect(&store_config).await?)
         }
         "postgres" | "postgresql" => Err(missing("postgres")),
@@ -231,8 +362,17 @@ async fn connect_gate(config: &Config) -> Result<(Arc<dyn IssueGate>, bool), Con
         "memory" => Ok((Arc::new(MemoryGate::new()), true)),
         #[cfg(feature = "redis")]
         "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {
-            let redis: Arc<dyn IssueGate> =
-                Arc::new(coupon_redis::RedisGate::connect(coupon_redis::RedisGateConfig::from_url(url)?).await?);
+            let mut gate_config = coupon_redis::RedisGateConfig::from_url(url)?;
+            if let Some(path) = &config.gate_root_certificate_file {
+                let pem = std::fs::read(path).map_err(|e| {
+                    coupon_core::ValidationError::field(
+                        "gate_root_certificate_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                gate_config = gate_config.with_root_certificate(pem);
+            }
+            let redis: Arc<dyn IssueGate> = Arc::new(coupon_redis::RedisGate::connect(gate_config).await?);
             let gate: Arc<dyn IssueGate> = if config.gate_batching {
                 Arc::new(coupon_core::BatchingGate::new(
                     redis,
@@ -257,20 +397,8 @@ async fn connect_gate(config: &Config) -> Result<(Arc<dyn IssueGate>, bool), Con
     }
 }
 
-async fn connect_log(config: &Config) -> Result<Option<Arc<dyn EventLog>>, ConnectError> {
-    let Some(brokers) = &config.kafka_brokers else {
-        // Without Kafka, after-gate publishes to a log in this process (the application runs
-        // `Coupons::recorder` beside the issuer); after-store needs none.
-        return Ok(match config.ack_mode() {
-            AckMode::AfterStore => None,
-            _ => Some(Arc::new(MemoryLog::new())),
-        });
-    };
-    connect_kafka(config, brokers).await
-}
-
 #[cfg(not(feature = "kafka"))]
-async fn connect_kafka(_config: &Config, brokers: &str) -> Result<Option<Arc<dyn EventLog>>, ConnectError> {
+async fn connect_kafka(_config: &Config, brokers: &str) -> Result<Arc<dyn EventLog>, ConnectError> {
     Err(ConnectError::FeatureMissing {
         setting: "kafka_brokers",
         url: brokers.to_owned(),
@@ -278,8 +406,10 @@ async fn connect_kafka(_config: &Config, brokers: &str) -> Result<Option<Arc<dyn
     })
 }
 
+/// Creates the topics when missing, refuses one that would lose acknowledged coupons
+/// with one broker under `after-log`, and a consumer group that never committed.
 #[cfg(feature = "kafka")]
-async fn connect_kafka(config: &Config, brokers: &str) -> Result<Option<Arc<dyn EventLog>>, ConnectError> {
+async fn connect_kafka(config: &Config, brokers: &str) -> Result<Arc<coupon_kafka::KafkaLog>, ConnectError> {
     use coupon_kafka::{KafkaConfig, KafkaLog, TopicSettings, ensure_topics};
 
     let kafka_config = config
@@ -289,39 +419,48 @@ async fn connect_kafka(config: &Config, brokers: &str) -> Result<Option<Arc<dyn 
             c.with(k, v)
         });
     let settings = if config.kafka_single_broker {
-        TopicSettings::single_broker(TopicSettings::default().partitions)
+        TopicSettings::single_broker(config.kafka_partitions)
     } else {
-        TopicSettings::default()
+        TopicSettings {
+            partitions: config.kafka_partitions,
+            replication_factor: config.kafka_replication_factor,
+            min_insync_replicas: config.kafka_min_insync_replicas,
+        }
     };
     let described = ensure_topics(&kafka_config, &settings).await?;
-    if let Some(topic) = described.first()
-        && !topic.survives_one_broker_loss()
-        && !config.kafka_single_broker
-        && config.ack_mode() == AckMode::AfterLog
-    {
-        return Err(ConnectError::Unsafe {
-            reason: format!(
-                "topic {} has replication factor {} and min.insync.replicas {:?}: losing one broker's disk would \
-                 lose coupons already acknowledged with after-log",
-                topic.topic, topic.replication_factor, topic.min_insync_replicas
-            ),
-            fix: "Raise them on the broker, or set kafka_single_broker(true) if this single broker is what you want"
-                .into(),
-        });
+    if let Some(topic) = described.first() {
+        tracing::info!(
+            topic = %topic.topic,
+            partitions = topic.partitions,
+            replication_factor = topic.replication_factor,
+            min_insync_replicas = ?topic.min_insync_replicas,
+            "described the Kafka topic"
+        );
+        if !topic.survives_one_broker_loss() && !config.kafka_single_broker {
+            let not_durable = Unsafe::TopicNotDurable {
+                topic: topic.topic.clone(),
+                replication_factor: topic.replication_factor,
+                min_insync_replicas: topic.min_insync_replicas,
+            };
+            if config.ack_mode() == AckMode::AfterLog {
+                return Err(not_durable.into());
+            }
+            let found = not_durable.topic_found().unwrap_or_default();
+            tracing::warn!("{found}: one broker's lost disk loses events not yet stored");
+        }
     }
     let kafka = KafkaLog::new(kafka_config)?;
     // The reconciler reads this group's position; a group that never committed while the
     // topic holds events would make it release nothing (most likely a wrong group name).
     let progress = kafka.group_progress(&config.consumer_group).await?;
+    tracing::info!(group = %config.consumer_group, ?progress, "the recorders' consumer group");
     if progress.never_committed() {
-        return Err(ConnectError::Unsafe {
-            reason: format!(
-                "consumer group {} has committed nothing on topic {}, which holds {} events: the reconciler would \
-                 never release an unconfirmed admission",
-                config.consumer_group, config.kafka_topic, progress.retained
-            ),
-            fix: "Set consumer_group to the group the recorders use, or start them first".into(),
-        });
+        return Err(Unsafe::GroupNeverCommitted {
+            group: config.consumer_group.clone(),
+            topic: config.kafka_topic.clone(),
+            retained: progress.retained,
+        }
+        .into());
     }
-    Ok(Some(Arc::new(kafka)))
+    Ok(Arc::new(kafka))
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use coupon::{
     AckMode, Config, ConnectError, Coupons, IssueOutcome, NewCampaign, RecorderConfig, RedeemOutcome, Redemption,
-    UserId,
+    Unsafe, UserId,
 };
 use coupon_testkit::{Service, service, unique_name};
 
@@ -133,7 +133,15 @@ async fn an_in_memory_gate_over_a_network_database_is_refused_unless_single_inst
     };
     let config = Config::new().store_url(postgres);
     let refused = refusal(coupon::connect(&config).await);
-    assert!(matches!(refused, ConnectError::Unsafe { .. }), "{refused}");
+    assert!(
+        matches!(
+            refused,
+            ConnectError::Unsafe(Unsafe::InProcessGateOverShared {
+                shared: "a network database"
+            })
+        ),
+        "{refused}"
+    );
     let text = refused.to_string();
     assert!(
         text.contains("each would sell the whole stock") && text.contains("single_instance(true)"),
@@ -147,6 +155,10 @@ async fn an_in_memory_gate_over_a_network_database_is_refused_unless_single_inst
 #[tokio::test]
 async fn after_log_without_kafka_is_refused() {
     let refused = refusal(coupon::connect(&Config::new().ack(AckMode::AfterLog)).await);
+    assert!(
+        matches!(refused, ConnectError::Unsafe(Unsafe::AfterLogWithoutKafka)),
+        "{refused}"
+    );
     let text = refused.to_string();
     assert!(
         text.contains("after-log needs a durable log") && text.contains("kafka_brokers"),
@@ -186,4 +198,32 @@ async fn a_grace_shorter_than_the_acknowledgement_deadline_is_refused() {
     let config = Config::new().reconcile_grace(Duration::from_secs(1));
     let refused = refusal(coupon::connect(&config).await);
     assert!(refused.to_string().contains("grace"), "{refused}");
+}
+
+#[cfg(feature = "tls-rustls")]
+#[tokio::test]
+async fn an_unreadable_ca_file_for_the_gate_is_refused_by_setting() {
+    let config = Config::new()
+        .gate_url("rediss://127.0.0.1:1")
+        .gate_root_certificate_file("/nonexistent/ca.pem");
+    let text = refusal(coupon::connect(&config).await).to_string();
+    assert!(
+        text.contains("gate_root_certificate_file") && text.contains("/nonexistent/ca.pem"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_topic_layout_that_cannot_hold_is_refused_by_setting() {
+    let config = Config::new()
+        .kafka_brokers("127.0.0.1:1")
+        .gate_url("redis://127.0.0.1:1")
+        .kafka_topic_layout(6, 2, 3);
+    let refused = refusal(coupon::connect(&config).await);
+    let text = refused.to_string();
+    assert!(
+        text.contains("kafka_min_insync_replicas")
+            && text.contains("3 must be between 1 and kafka_replication_factor 2"),
+        "{text}"
+    );
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Admission, CampaignId, CouponId, GateCampaign, Reservation, ReservationKey, UserId};
 use crate::error::BackendError;
-use crate::gate::{AdmitRequest, GateCounts, IssueGate, RestoreReport};
+use crate::gate::{GateCounts, IssueGate, RestoreReport};
 
 /// The gate in process memory: one mutex per campaign, so campaigns never contend
 /// with each other and an admission is one short critical section.
@@ -152,14 +152,6 @@ impl IssueGate for MemoryGate {
             None if self.is_closed(campaign_id) => Admission::Closed,
             None => Admission::NotOpen,
         })
-    }
-
-    async fn admit_many(&self, requests: &[AdmitRequest], now: DateTime<Utc>) -> Result<Vec<Admission>, BackendError> {
-        let mut out = Vec::with_capacity(requests.len());
-        for r in requests {
-            out.push(self.admit(&r.campaign_id, &r.user_id, &r.coupon_id, now).await?);
-        }
-        Ok(out)
     }
 
     async fn release(&self, campaign_id: &CampaignId, key: &ReservationKey) -> Result<bool, BackendError> {

@@ -284,12 +284,15 @@ async fn housekeeping(
 /// The start-up check of the consumer group, kept up while serving: a group that never
 /// committed while the topic holds events means the reconciler releases nothing (most
 /// likely the consumers run under another group). Logged at error level on every pass
-/// and exported as `coupon_reconciler_group_never_committed`.
+/// and exported as `coupon_reconciler_group_never_committed`. Events the broker deleted
+/// before the group committed them are exported as `coupon_reconciler_group_lost` (the
+/// reconciler then holds every admission; RELIABILITY.md).
 async fn watch_consumer_group(kafka: &coupon_kafka::KafkaLog, group: &str) {
     match kafka.group_progress(group).await {
         Ok(progress) => {
             let never = progress.never_committed();
             metrics::gauge!("coupon_reconciler_group_never_committed").set(if never { 1.0 } else { 0.0 });
+            metrics::gauge!("coupon_reconciler_group_lost").set(progress.lost as f64);
             if never {
                 tracing::error!(
                     group,

@@ -1,12 +1,13 @@
-//! Which gate, log and store to run, from the configuration.
+//! Which gate, log and store to run, from the configuration: the library's
+//! [`coupon::Backends::connect`] with this server's flags.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
+use coupon::{ConnectError, Unsafe};
 use coupon_core::memory::{MemoryGate, MemoryLog, MemoryStore};
-use coupon_core::{AckMode, BatchConfig, BatchingGate, EventLog, IssueGate, IssueStore};
-use coupon_kafka::{KafkaConfig, KafkaLog, ensure_topics};
-use coupon_redis::{RedisGate, RedisGateConfig};
+use coupon_core::{Component, EventLog, IssueGate, IssueStore};
+use coupon_kafka::KafkaLog;
 
 use crate::config::ServerConfig;
 
@@ -46,77 +47,97 @@ impl Backends {
         }
     }
 
-    /// Connects what `config` names; what it leaves unset runs in process (the
-    /// embedded default: memory gate and log, SQLite store).
+    /// Connects what `config` names through the library's [`coupon::Backends::connect`];
+    /// what it leaves unset runs in process (the embedded default: memory gate and log,
+    /// SQLite store). The library's refusals are worded here in this server's flags.
     pub async fn connect(config: &ServerConfig) -> anyhow::Result<Self> {
-        config.check_safe()?;
-        let store = coupon_sql::connect(&config.store_limits.store_config(&config.database_url))
+        if config.kafka_brokers.is_some() {
+            // Checked here first, so that the message names this server's flags.
+            config.kafka_topics.settings()?;
+        }
+        let backends = coupon::Backends::connect(&library_config(config))
             .await
-            .with_context(|| format!("connecting the store {}", redact(&config.database_url)))?;
-        let (gate, gate_in_memory): (Arc<dyn IssueGate>, bool) = match &config.redis_url {
-            Some(url) => {
-                let gate_config = RedisGateConfig::from_url(url).context("COUPON_REDIS_URL")?;
-                let redis: Arc<dyn IssueGate> = Arc::new(
-                    RedisGate::connect(gate_config)
-                        .await
-                        .with_context(|| format!("connecting the Redis gate {url}"))?,
-                );
-                let gate = if config.gate_batching {
-                    Arc::new(BatchingGate::new(redis, BatchConfig::default()))
-                } else {
-                    redis
-                };
-                (gate, false)
-            }
-            None => (Arc::new(MemoryGate::new()), true),
-        };
-        let (log, kafka): (Arc<dyn EventLog>, _) = match &config.kafka_brokers {
-            Some(brokers) => {
-                let kafka_config = config.kafka_options.iter().fold(
-                    KafkaConfig::new(brokers.clone(), config.kafka_topic.clone()),
-                    |c, (k, v)| c.with(k, v),
-                );
-                let described = ensure_topics(&kafka_config, &config.kafka_topics.settings()?)
-                    .await
-                    .with_context(|| format!("creating the topic {} on {brokers}", config.kafka_topic))?;
-                config
-                    .kafka_topics
-                    .check(&described[0], config.ack_mode() == AckMode::AfterLog)?;
-                let kafka = Arc::new(KafkaLog::new(kafka_config).context("creating the Kafka producer")?);
-                check_consumer_group(&kafka, &config.consumer_group).await?;
-                (kafka.clone(), Some(kafka))
-            }
-            None => (Arc::new(MemoryLog::new()), None),
-        };
+            .map_err(|e| explain(config, e))?;
         Ok(Self {
-            gate,
-            gate_in_memory,
-            log,
-            kafka,
-            store,
+            gate: backends.gate,
+            gate_in_memory: backends.gate_in_process,
+            // after-store without Kafka has no log; the server keeps one in process.
+            log: backends.log.unwrap_or_else(|| Arc::new(MemoryLog::new())),
+            kafka: backends.kafka,
+            store: backends.store,
         })
     }
 }
 
-/// Refuses a consumer group that has committed nothing while the topic holds events:
-/// the reconciler reads this group's position, and with none it would never release an
-/// admission (F17), which is what a server given another group than its consumers sees.
-async fn check_consumer_group(kafka: &KafkaLog, group: &str) -> anyhow::Result<()> {
-    let progress = kafka
-        .group_progress(group)
-        .await
-        .with_context(|| format!("reading the committed offsets of consumer group {group}"))?;
-    tracing::info!(group, ?progress, "the recorders' consumer group");
-    if progress.never_committed() {
-        anyhow::bail!(
-            "consumer group {group} has committed nothing on topic {}, which holds {} events: the \
-             reconciler would never release an unconfirmed admission. Set COUPON_CONSUMER_GROUP \
-             (--consumer-group) to the group the coupon-consumer processes use, or start them first",
-            kafka.config().topic,
-            progress.retained
-        );
+/// The library's configuration for this server's flags.
+fn library_config(config: &ServerConfig) -> coupon::Config {
+    let topics = &config.kafka_topics;
+    let mut library = coupon::Config::new()
+        .store_url(&config.database_url)
+        .store_statement_timeout(Duration::from_millis(config.store_limits.db_statement_timeout_ms))
+        .store_lock_timeout(Duration::from_millis(config.store_limits.db_lock_timeout_ms))
+        .gate_batching(config.gate_batching)
+        .kafka_topic(&config.kafka_topic)
+        .kafka_single_broker(topics.kafka_single_broker)
+        .kafka_topic_layout(
+            topics.kafka_partitions,
+            topics.kafka_replication_factor,
+            topics.kafka_min_insync_replicas,
+        )
+        .consumer_group(&config.consumer_group)
+        .ack(config.ack_mode())
+        .reconcile_grace(Duration::from_secs(config.reconcile_grace_secs))
+        .single_instance(config.single_instance);
+    if let Some(url) = &config.redis_url {
+        library = library.gate_url(url);
     }
-    Ok(())
+    if let Some(brokers) = &config.kafka_brokers {
+        library = library.kafka_brokers(brokers);
+    }
+    for (key, value) in &config.kafka_options {
+        library = library.kafka_option(key, value);
+    }
+    library
+}
+
+/// A refusal or failure of [`coupon::Backends::connect`], in this server's flag names.
+fn explain(config: &ServerConfig, error: ConnectError) -> anyhow::Error {
+    let message = match &error {
+        ConnectError::Unsafe(Unsafe::AfterLogWithoutKafka) => {
+            "COUPON_ACK=after-log needs a durable log, and COUPON_KAFKA_BROKERS is not set: the in-memory log would \
+             lose acknowledged coupons on a crash. Set COUPON_KAFKA_BROKERS, or use COUPON_ACK=after-store"
+                .to_owned()
+        }
+        ConnectError::Unsafe(Unsafe::InProcessGateOverShared { shared }) => format!(
+            "COUPON_REDIS_URL is not set, so this server would count stock in its own memory, while it uses {shared} \
+             that other servers can share: each would sell the whole stock. Set COUPON_REDIS_URL to the shared \
+             Redis gate, or COUPON_SINGLE_INSTANCE=true (--single-instance) if this is the only server"
+        ),
+        ConnectError::Unsafe(found @ Unsafe::TopicNotDurable { .. }) => format!(
+            "{}: losing one broker's disk would lose coupons already acknowledged with after-log. Raise them \
+             (kafka-topics --alter / kafka-configs), or set COUPON_KAFKA_SINGLE_BROKER=true (--kafka-single-broker) \
+             if this single broker is what you want",
+            found.topic_found().unwrap_or_default()
+        ),
+        ConnectError::Unsafe(Unsafe::GroupNeverCommitted { group, topic, retained }) => format!(
+            "consumer group {group} has committed nothing on topic {topic}, which holds {retained} events: the \
+             reconciler would never release an unconfirmed admission. Set COUPON_CONSUMER_GROUP \
+             (--consumer-group) to the group the coupon-consumer processes use, or start them first"
+        ),
+        ConnectError::Backend(e) => {
+            let what = match e.component {
+                Component::Gate => format!(
+                    "the Redis gate {}",
+                    config.redis_url.as_deref().map(redact).unwrap_or_default()
+                ),
+                Component::Store => format!("the store {}", redact(&config.database_url)),
+                _ => format!("Kafka {}", config.kafka_brokers.as_deref().unwrap_or_default()),
+            };
+            return anyhow::Error::new(error).context(format!("connecting {what}"));
+        }
+        _ => return anyhow::Error::new(error).context("checking the COUPON_* settings"),
+    };
+    anyhow::anyhow!(message)
 }
 
 /// `url` without its password, for messages.

@@ -334,37 +334,6 @@ impl ServerConfig {
         }
     }
 
-    /// Refuses combinations that would break a promise, each with the setting that
-    /// fixes it (checked before anything connects).
-    pub fn check_safe(&self) -> anyhow::Result<()> {
-        if self.ack == Some(AckMode::AfterLog) && self.kafka_brokers.is_none() {
-            anyhow::bail!(
-                "COUPON_ACK=after-log needs a durable log, and COUPON_KAFKA_BROKERS is not set: the in-memory \
-                 log would lose acknowledged coupons on a crash. Set COUPON_KAFKA_BROKERS, or use \
-                 COUPON_ACK=after-store"
-            );
-        }
-        let shared = if self.kafka_brokers.is_some() {
-            Some("Kafka")
-        } else if self.database_url.starts_with("sqlite:") {
-            None
-        } else {
-            Some("a network database")
-        };
-        if let (None, Some(shared), false) = (&self.redis_url, shared, self.single_instance) {
-            anyhow::bail!(
-                "COUPON_REDIS_URL is not set, so this server would count stock in its own memory, while it \
-                 uses {shared} that other servers can share: each would sell the whole stock. Set \
-                 COUPON_REDIS_URL to the shared Redis gate, or COUPON_SINGLE_INSTANCE=true \
-                 (--single-instance) if this is the only server"
-            );
-        }
-        if self.kafka_brokers.is_some() {
-            self.kafka_topics.settings()?;
-        }
-        Ok(())
-    }
-
     /// The JWT secret to use: the configured one, or the development secret with
     /// `--dev`; an error naming the fix otherwise.
     pub fn secret(&self) -> anyhow::Result<String> {
