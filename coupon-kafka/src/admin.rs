@@ -72,6 +72,36 @@ impl TopicDescription {
     pub fn survives_one_broker_loss(&self) -> bool {
         self.replication_factor >= 2 && self.min_insync_replicas.is_none_or(|n| n >= 2)
     }
+
+    /// Logs what the broker said (info), and warns when one broker's lost disk would
+    /// lose events not yet stored.
+    pub fn log(&self) {
+        tracing::info!(
+            topic = %self.topic,
+            partitions = self.partitions,
+            replication_factor = self.replication_factor,
+            min_insync_replicas = ?self.min_insync_replicas,
+            "described the Kafka topic"
+        );
+        if !self.survives_one_broker_loss() {
+            tracing::warn!("{self}: one broker's lost disk loses events not yet stored");
+        }
+    }
+}
+
+/// "topic T has replication factor N and min.insync.replicas M".
+impl std::fmt::Display for TopicDescription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "topic {} has replication factor {} and min.insync.replicas ",
+            self.topic, self.replication_factor
+        )?;
+        match self.min_insync_replicas {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("unknown"),
+        }
+    }
 }
 
 /// Creates the event topic and the dead-letter topic if they do not exist, then

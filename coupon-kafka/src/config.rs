@@ -16,8 +16,9 @@ pub enum PartitionKey {
     Campaign,
 }
 
-/// Configuration of a [`crate::KafkaLog`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Configuration of a [`crate::KafkaLog`]. `Debug` hides the values of secret
+/// settings in `extra` (`sasl.password`, `ssl.key.password`, ...).
+#[derive(Clone, PartialEq, Eq)]
 pub struct KafkaConfig {
     /// `host:port[,host:port]`.
     pub brokers: String,
@@ -41,6 +42,32 @@ pub struct KafkaConfig {
     /// again (default 60 s). Keep it well above the group's rebalance time, or members rejoin while
     /// the group is still forming.
     pub rejoin_after: Duration,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let extra: Vec<(&str, &str)> = self
+            .extra
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret(k) { "***" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("dead_letter_topic", &self.dead_letter_topic)
+            .field("partition_key", &self.partition_key)
+            .field("delivery_timeout", &self.delivery_timeout)
+            .field("linger", &self.linger)
+            .field("extra", &extra)
+            .field("stall_check_every", &self.stall_check_every)
+            .field("rejoin_after", &self.rejoin_after)
+            .finish()
+    }
+}
+
+/// librdkafka settings whose values are secrets.
+pub(crate) fn is_secret(key: &str) -> bool {
+    key.contains("password") || key.contains("secret")
 }
 
 impl KafkaConfig {
@@ -105,5 +132,20 @@ impl KafkaConfig {
             c.set(k, v);
         }
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_secret_settings() {
+        let config = KafkaConfig::new("k:9092", "t")
+            .with("sasl.password", "hunter2")
+            .with("security.protocol", "SASL_SSL");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("SASL_SSL"), "{shown}");
     }
 }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use coupon_core::ValidationError;
 
-/// Standalone Redis or a Redis Cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Standalone Redis or a Redis Cluster. `Debug` hides passwords in the URLs.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Topology {
     /// One Redis server (or a proxy in front of one): `redis://host:port/db`.
@@ -14,8 +14,22 @@ pub enum Topology {
     Cluster(Vec<String>),
 }
 
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use coupon_core::error::redact_url;
+        match self {
+            Topology::Standalone(url) => f.debug_tuple("Standalone").field(&redact_url(url)).finish(),
+            Topology::Cluster(nodes) => f
+                .debug_tuple("Cluster")
+                .field(&nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>())
+                .finish(),
+        }
+    }
+}
+
 /// Configuration of a [`crate::RedisGate`]. Defaults fail fast: a Redis that does not
-/// answer makes admissions fail within `response_timeout` (I5), never hang.
+/// answer makes admissions fail within `response_timeout` (I5), never hang. `Debug`
+/// hides passwords.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisGateConfig {
     /// Where Redis is.
@@ -145,6 +159,16 @@ impl RedisGateConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_the_password() {
+        let standalone = RedisGateConfig::from_url("redis://:hunter2@h:1/").unwrap();
+        let cluster = RedisGateConfig::from_url("redis://u:hunter3@a:1,redis://u:hunter3@b:2").unwrap();
+        for shown in [format!("{standalone:?}"), format!("{cluster:?}")] {
+            assert!(!shown.contains("hunter"), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+    }
 
     #[test]
     fn urls_choose_the_topology() {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use coupon_core::{BackendError, Component, ErrorKind, IssueStore};
 
-/// Where the database is and how to use it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the database is and how to use it. `Debug` hides the URL's password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     /// `postgres://...`, `mysql://...` (also MariaDB) or `sqlite://path` (`sqlite::memory:` works
     /// with one connection only).
@@ -31,6 +31,20 @@ pub struct StoreConfig {
     /// a crash of the process (`NORMAL`). Turn it off only when SQLite is not the
     /// store of record of an acknowledgement (`after-store`).
     pub sqlite_fsync_each_commit: bool,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &coupon_core::error::redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("migrate", &self.migrate)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("sqlite_fsync_each_commit", &self.sqlite_fsync_each_commit)
+            .finish()
+    }
 }
 
 impl Default for StoreConfig {
@@ -126,4 +140,16 @@ pub(crate) fn connect_error(backend: &'static str, e: sqlx::Error) -> BackendErr
         _ => ErrorKind::Unavailable,
     };
     BackendError::new(Component::Store, backend, "connect", kind, e.to_string()).with_source(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_password() {
+        let shown = format!("{:?}", StoreConfig::from_url("postgres://coupon:hunter2@db/coupon"));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("coupon:***@db"), "{shown}");
+    }
 }

@@ -23,7 +23,7 @@ impl OwnPostgres {
     /// over TCP (`hostssl`). Panics with the reason if it cannot (no server binaries, ...).
     pub fn start(tls: Option<&ThrowawayCa>) -> Self {
         let bin = bin_dir();
-        let dir = std::env::temp_dir().join(crate::unique_name("own-postgres"));
+        let dir = crate::scratch_dir("own-postgres");
         let data = dir.join("pgdata");
         std::fs::create_dir_all(&data).expect("data directory");
         let owner = postgres_user();
@@ -70,11 +70,7 @@ impl OwnPostgres {
             )
             .expect("pg_hba.conf");
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("a free port")
-            .local_addr()
-            .expect("its address")
-            .port();
+        let port = crate::free_port();
         let mut server = as_owner(owner, &bin.join("postgres"));
         server.args([
             "-D",

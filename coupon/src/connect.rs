@@ -429,24 +429,14 @@ async fn connect_kafka(config: &Config, brokers: &str) -> Result<Arc<coupon_kafk
     };
     let described = ensure_topics(&kafka_config, &settings).await?;
     if let Some(topic) = described.first() {
-        tracing::info!(
-            topic = %topic.topic,
-            partitions = topic.partitions,
-            replication_factor = topic.replication_factor,
-            min_insync_replicas = ?topic.min_insync_replicas,
-            "described the Kafka topic"
-        );
-        if !topic.survives_one_broker_loss() && !config.kafka_single_broker {
-            let not_durable = Unsafe::TopicNotDurable {
+        topic.log();
+        if !topic.survives_one_broker_loss() && !config.kafka_single_broker && config.ack_mode() == AckMode::AfterLog {
+            return Err(Unsafe::TopicNotDurable {
                 topic: topic.topic.clone(),
                 replication_factor: topic.replication_factor,
                 min_insync_replicas: topic.min_insync_replicas,
-            };
-            if config.ack_mode() == AckMode::AfterLog {
-                return Err(not_durable.into());
             }
-            let found = not_durable.topic_found().unwrap_or_default();
-            tracing::warn!("{found}: one broker's lost disk loses events not yet stored");
+            .into());
         }
     }
     let kafka = KafkaLog::new(kafka_config)?;

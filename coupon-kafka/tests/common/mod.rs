@@ -50,13 +50,8 @@ impl OwnBroker {
             eprintln!("skipped: no tansu binary");
             return None;
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(unique_name("own-tansu"));
-        std::fs::create_dir_all(&dir).unwrap();
+        let port = coupon_testkit::free_port();
+        let dir = coupon_testkit::scratch_dir("own-tansu");
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(binary)
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])

@@ -96,13 +96,8 @@ impl OwnRedis {
             eprintln!("SKIPPED: {msg}");
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(unique_name("own-redis"));
-        std::fs::create_dir_all(&dir).unwrap();
+        let port = coupon_testkit::free_port();
+        let dir = coupon_testkit::scratch_dir("own-redis");
         let mut own = Self {
             port,
             dir,

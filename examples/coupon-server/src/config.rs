@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use coupon_core::AckMode;
-use coupon_kafka::{TopicDescription, TopicSettings};
+use coupon_kafka::TopicSettings;
 
 /// The secret `--dev` uses. Anyone can read it here: never use it in production.
 pub const DEV_JWT_SECRET: &str = "coupon-dev-secret-do-not-use-in-production";
@@ -257,39 +257,6 @@ impl KafkaTopicArgs {
             settings.replication_factor
         );
         Ok(settings)
-    }
-
-    /// Checks the described event topic: when acknowledgements depend on it (`durable`),
-    /// one that would lose them with one broker is refused, unless this is a single
-    /// broker by choice.
-    pub fn check(&self, topic: &TopicDescription, durable: bool) -> anyhow::Result<()> {
-        tracing::info!(
-            topic = %topic.topic,
-            partitions = topic.partitions,
-            replication_factor = topic.replication_factor,
-            min_insync_replicas = ?topic.min_insync_replicas,
-            "described the Kafka topic"
-        );
-        if topic.survives_one_broker_loss() || self.kafka_single_broker {
-            return Ok(());
-        }
-        let found = format!(
-            "topic {} has replication factor {} and min.insync.replicas {}",
-            topic.topic,
-            topic.replication_factor,
-            topic
-                .min_insync_replicas
-                .map_or("unknown".to_owned(), |n| n.to_string())
-        );
-        if durable {
-            anyhow::bail!(
-                "{found}: losing one broker's disk would lose coupons already acknowledged with after-log. \
-                 Raise them (kafka-topics --alter / kafka-configs), or set COUPON_KAFKA_SINGLE_BROKER=true \
-                 (--kafka-single-broker) if this single broker is what you want"
-            );
-        }
-        tracing::warn!("{found}: one broker's lost disk loses events not yet stored");
-        Ok(())
     }
 }
 
