@@ -24,9 +24,10 @@ pub struct RecorderConfig {
     pub batch_wait: Duration,
     /// Attempts at an event the store rejects before it is dead-lettered.
     pub max_attempts: u32,
-    /// First retry delay; doubled after each failure.
+    /// First retry delay; doubled after each failure. Each wait adds a random jitter
+    /// of up to as much again.
     pub backoff_initial: Duration,
-    /// Longest retry delay.
+    /// Longest retry delay (before its jitter).
     pub backoff_max: Duration,
 }
 
@@ -506,22 +507,28 @@ fn log_dead_letter_failure(e: &BackendError) {
 }
 
 /// Exponential backoff between retries.
-struct Backoff {
-    next: Duration,
-    max: Duration,
-}
+/// Exponential waits between retries (backon), doubling from `backoff_initial` up to
+/// `backoff_max`, each with up to as much again of random jitter, so that recorders
+/// that failed together do not retry together.
+struct Backoff(backon::ExponentialBackoff);
 
 impl Backoff {
     fn new(config: &RecorderConfig) -> Self {
-        Self {
-            next: config.backoff_initial,
-            max: config.backoff_max,
-        }
+        use backon::BackoffBuilder;
+        Self(
+            backon::ExponentialBuilder::new()
+                .with_min_delay(config.backoff_initial)
+                .with_max_delay(config.backoff_max)
+                .with_jitter()
+                .without_max_times()
+                .build(),
+        )
     }
 
     async fn wait(&mut self) {
-        tokio::time::sleep(self.next).await;
-        self.next = (self.next * 2).min(self.max);
+        // Without a limit on the number of retries the iterator never ends.
+        let delay = self.0.next().unwrap_or_default();
+        tokio::time::sleep(delay).await;
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::get;
 use coupon_core::layers::metrics::RecorderMetrics;
 use coupon_core::{
     AckMode, CampaignService, Coupons, EventLog, IssueGate, IssueStore, Issuer, IssuerConfig, Observers, Recorder,
@@ -16,6 +16,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Auth;
 use crate::backends::Backends;
@@ -92,28 +94,41 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+/// The `/v1` routes, each with its OpenAPI description (its `#[utoipa::path]`): the one
+/// list of both, which [`router`] serves and [`crate::openapi::document`] describes.
+pub(crate) fn v1_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(campaigns::create))
+        .routes(routes!(campaigns::get))
+        .routes(routes!(campaigns::open))
+        .routes(routes!(campaigns::close))
+        .routes(routes!(campaigns::sync))
+        .routes(routes!(issue::issue))
+        .routes(routes!(coupons::mine))
+        .routes(routes!(coupons::redeem))
+        .routes(routes!(events::events))
+}
+
+/// The operations routes, as [`v1_routes`].
+pub(crate) fn ops_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+}
+
 /// The HTTP API: every route of the contract, rate limits and token checks on the
 /// `/v1` routes, request metrics on all.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/v1/campaigns", post(campaigns::create))
-        .route("/v1/campaigns/{id}", get(campaigns::get))
-        .route("/v1/campaigns/{id}/open", post(campaigns::open))
-        .route("/v1/campaigns/{id}/close", post(campaigns::close))
-        .route("/v1/campaigns/{id}/sync", post(campaigns::sync))
-        .route("/v1/campaigns/{id}/issue", post(issue::issue))
-        .route("/v1/me/coupons", get(coupons::mine))
-        .route("/v1/coupons/{id}/redeem", post(coupons::redeem))
-        .route("/v1/coupons/{id}/events", get(events::events))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::limits::admit,
-        ));
+    let (v1, _) = v1_routes().split_for_parts();
+    let v1 = v1.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        crate::limits::admit,
+    ));
+    let (ops, _) = ops_routes().split_for_parts();
     Router::new()
-        .merge(api)
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+        .merge(v1)
+        .merge(ops)
         .route("/openapi.json", get(ops::openapi))
         .fallback(|| async {
             crate::error::ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such route")

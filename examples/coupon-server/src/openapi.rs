@@ -1,22 +1,30 @@
-//! The OpenAPI document served at `/openapi.json`.
+//! The OpenAPI document served at `/openapi.json`: its paths come from the routes
+//! themselves (`crate::app::v1_routes`, `ops_routes`), so the two cannot drift apart.
+
+use std::sync::LazyLock;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
 
-use crate::routes::{campaigns, coupons, events, issue, ops};
-
-/// The API's OpenAPI description.
+/// The API's title, description and security scheme; the paths are added by [`document`].
 #[derive(OpenApi)]
 #[openapi(
     info(title = "coupon-server", description = "First-come coupon issuance. Errors are {\"error\": code, \"message\": text}."),
-    paths(
-        campaigns::create, campaigns::get, campaigns::open, campaigns::close, campaigns::sync,
-        issue::issue, coupons::mine, coupons::redeem, events::events,
-        ops::healthz, ops::readyz, ops::metrics,
-    ),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
+
+/// The whole OpenAPI document: [`ApiDoc`] with every route's path.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(|| {
+        OpenApiRouter::with_openapi(ApiDoc::openapi())
+            .merge(crate::app::v1_routes())
+            .merge(crate::app::ops_routes())
+            .into_openapi()
+    });
+    &DOCUMENT
+}
 
 struct BearerAuth;
 
