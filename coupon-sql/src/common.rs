@@ -472,6 +472,38 @@ where
     ))
 }
 
+/// Runs a transaction again when the database chose it as a deadlock victim, at most
+/// `DEADLOCK_RETRIES` more times. The victim is rolled back whole, so nothing of it
+/// applied; the statements here are idempotent in any case. (MySQL picks victims among a
+/// batch of inserts and a redemption racing it for the same rows.)
+pub(crate) async fn retry_deadlocks<T, F, Fut>(operation: &'static str, mut attempt: F) -> Result<T, BackendError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BackendError>>,
+{
+    const DEADLOCK_RETRIES: usize = 3;
+    let mut left = DEADLOCK_RETRIES;
+    loop {
+        match attempt().await {
+            Err(e) if left > 0 && is_deadlock(&e) => {
+                left -= 1;
+                tracing::debug!(operation, error = %e, "deadlock victim; running the transaction again");
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether the database rolled the transaction back as a deadlock victim (SQLSTATE
+/// 40001 on MySQL/MariaDB, 40P01 on PostgreSQL).
+fn is_deadlock(e: &BackendError) -> bool {
+    e.source
+        .as_deref()
+        .and_then(|s| s.downcast_ref::<sqlx::Error>())
+        .and_then(sqlx::Error::as_database_error)
+        .is_some_and(|db| matches!(db.code().as_deref(), Some("40001" | "40P01")))
+}
+
 /// The states a campaign may move to `state` from, as column values.
 pub(crate) fn allowed_from(state: CampaignState) -> Vec<&'static str> {
     CampaignState::allowed_from(state)

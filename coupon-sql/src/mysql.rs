@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::common::{
     BatchPlan, CampaignColumns, CouponColumns, LockedCampaign, amount, backend_error, campaign_ids, check_campaign,
-    count, explain_refusal, key_ids, redeem_until_decided, seq_of, void_outcomes,
+    count, explain_refusal, key_ids, redeem_until_decided, retry_deadlocks, seq_of, void_outcomes,
 };
 use crate::config::{StoreConfig, connect_error};
 
@@ -155,6 +155,55 @@ impl MySqlStore {
     /// The pool.
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
+    }
+
+    /// One attempt at [`IssueStore::record`], in one transaction.
+    async fn record_once(&self, events: &[IssueEvent]) -> Result<Vec<RecordOutcome>, BackendError> {
+        let err = |e| backend_error(B, "record", e);
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        // Under REPEATABLE READ the snapshot of the plain reads below is taken at the
+        // first of them, after this lock is granted, so they see what the previous
+        // holder committed.
+        let campaigns = lock_campaigns(&mut tx, &campaign_ids(events), "record").await?;
+        let mut plan = BatchPlan::new(events, &campaigns);
+        let voided = present(&mut tx, VOIDED_AMONG, &plan.undecided_ids(), "record").await?;
+        plan.apply_voids(&voided);
+        plan.apply_seqs(&seqs_taken(&mut tx, &plan.undecided_seqs()).await?);
+        let to_insert = plan.choose_inserts();
+        let token = Uuid::new_v4();
+        let mut inserted = HashSet::new();
+        for chunk in to_insert.chunks(INSERT_CHUNK) {
+            inserted.extend(self.insert(&mut tx, chunk, token).await?);
+        }
+        if self.new_rows == NewRows::Token && !to_insert.is_empty() {
+            let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM coupon_coupons WHERE record_token = ?")
+                .bind(token)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(err)?;
+            inserted.extend(ids);
+        }
+        let stored = present(&mut tx, STORED_AMONG, &plan.ids_to_check(&inserted), "record").await?;
+        let settled = plan.settle(&inserted, &stored);
+        for chunk in settled.remove.chunks(INSERT_CHUNK) {
+            let mut q: QueryBuilder<MySql> = QueryBuilder::new("DELETE FROM coupon_coupons WHERE id IN (");
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
+            }
+            list.push_unseparated(")");
+            q.build().execute(&mut *tx).await.map_err(err)?;
+        }
+        for (campaign_id, n) in &settled.added {
+            sqlx::query("UPDATE coupon_campaigns SET issued_count = issued_count + ? WHERE id = ?")
+                .bind(*n)
+                .bind(campaign_id.as_uuid())
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)?;
+        Ok(settled.outcomes)
     }
 
     /// One redemption attempt; `None` when undecided (see [`redeem_until_decided`]).
@@ -413,51 +462,7 @@ impl IssueStore for MySqlStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let err = |e| backend_error(B, "record", e);
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        // Under REPEATABLE READ the snapshot of the plain reads below is taken at the
-        // first of them, after this lock is granted, so they see what the previous
-        // holder committed.
-        let campaigns = lock_campaigns(&mut tx, &campaign_ids(events), "record").await?;
-        let mut plan = BatchPlan::new(events, &campaigns);
-        let voided = present(&mut tx, VOIDED_AMONG, &plan.undecided_ids(), "record").await?;
-        plan.apply_voids(&voided);
-        plan.apply_seqs(&seqs_taken(&mut tx, &plan.undecided_seqs()).await?);
-        let to_insert = plan.choose_inserts();
-        let token = Uuid::new_v4();
-        let mut inserted = HashSet::new();
-        for chunk in to_insert.chunks(INSERT_CHUNK) {
-            inserted.extend(self.insert(&mut tx, chunk, token).await?);
-        }
-        if self.new_rows == NewRows::Token && !to_insert.is_empty() {
-            let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM coupon_coupons WHERE record_token = ?")
-                .bind(token)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(err)?;
-            inserted.extend(ids);
-        }
-        let stored = present(&mut tx, STORED_AMONG, &plan.ids_to_check(&inserted), "record").await?;
-        let settled = plan.settle(&inserted, &stored);
-        for chunk in settled.remove.chunks(INSERT_CHUNK) {
-            let mut q: QueryBuilder<MySql> = QueryBuilder::new("DELETE FROM coupon_coupons WHERE id IN (");
-            let mut list = q.separated(", ");
-            for id in chunk {
-                list.push_bind(*id);
-            }
-            list.push_unseparated(")");
-            q.build().execute(&mut *tx).await.map_err(err)?;
-        }
-        for (campaign_id, n) in &settled.added {
-            sqlx::query("UPDATE coupon_campaigns SET issued_count = issued_count + ? WHERE id = ?")
-                .bind(*n)
-                .bind(campaign_id.as_uuid())
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
-        }
-        tx.commit().await.map_err(err)?;
-        Ok(settled.outcomes)
+        retry_deadlocks("record", || self.record_once(events)).await
     }
 
     async fn void(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<VoidOutcome>, BackendError> {
