@@ -476,6 +476,7 @@ where
 /// `DEADLOCK_RETRIES` more times. The victim is rolled back whole, so nothing of it
 /// applied; the statements here are idempotent in any case. (MySQL picks victims among a
 /// batch of inserts and a redemption racing it for the same rows.)
+#[cfg(feature = "mysql")]
 pub(crate) async fn retry_deadlocks<T, F, Fut>(operation: &'static str, mut attempt: F) -> Result<T, BackendError>
 where
     F: FnMut() -> Fut,
@@ -496,6 +497,7 @@ where
 
 /// Whether the database rolled the transaction back as a deadlock victim (SQLSTATE
 /// 40001 on MySQL/MariaDB, 40P01 on PostgreSQL).
+#[cfg(feature = "mysql")]
 fn is_deadlock(e: &BackendError) -> bool {
     e.source
         .as_deref()
