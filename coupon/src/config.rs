@@ -44,6 +44,7 @@ pub struct Config {
     pub(crate) kafka_partitions: i32,
     pub(crate) kafka_replication_factor: i32,
     pub(crate) kafka_min_insync_replicas: i32,
+    pub(crate) kafka_rejoin_after_secs: u64,
     pub(crate) consumer_group: String,
     pub(crate) ack: Option<AckMode>,
     pub(crate) reconcile_grace_secs: u64,
@@ -68,6 +69,7 @@ impl Default for Config {
             kafka_partitions: 6,
             kafka_replication_factor: 3,
             kafka_min_insync_replicas: 2,
+            kafka_rejoin_after_secs: 60,
             consumer_group: coupon_core::coupons::DEFAULT_CONSUMER_GROUP.into(),
             ack: None,
             reconcile_grace_secs: 60,
@@ -99,6 +101,7 @@ impl std::fmt::Debug for Config {
             .field("kafka_partitions", &self.kafka_partitions)
             .field("kafka_replication_factor", &self.kafka_replication_factor)
             .field("kafka_min_insync_replicas", &self.kafka_min_insync_replicas)
+            .field("kafka_rejoin_after_secs", &self.kafka_rejoin_after_secs)
             .field("consumer_group", &self.consumer_group)
             .field("ack", &self.ack)
             .field("reconcile_grace_secs", &self.reconcile_grace_secs)
@@ -200,6 +203,14 @@ impl Config {
         self.kafka_partitions = partitions;
         self.kafka_replication_factor = replication_factor;
         self.kafka_min_insync_replicas = min_insync_replicas;
+        self
+    }
+
+    /// How long a recorder may have nothing uncommitted of its own while partitions held
+    /// elsewhere wait and do not advance before it leaves and joins its group again
+    /// (default 60 s; whole seconds; `coupon_kafka::KafkaSource` explains the stalls).
+    pub fn kafka_rejoin_after(mut self, after: Duration) -> Self {
+        self.kafka_rejoin_after_secs = after.as_secs().max(1);
         self
     }
 

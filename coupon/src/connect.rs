@@ -224,6 +224,31 @@ impl Backends {
         })
     }
 
+    /// The store, the Kafka log and, when `gate_url` names Redis, the gate (to settle
+    /// its ledger after each batch): what a process that only records needs, such as a
+    /// consumer running [`coupon_core::Recorder`] over `log.subscribe(group)`. Kafka
+    /// is required (a log in another process's memory cannot be read). The topic is
+    /// created when missing and logged; one that a broker loss would empty is not
+    /// refused here, as a recorder acknowledges nobody.
+    pub async fn connect_recorder(config: &Config) -> Result<RecorderBackends, ConnectError> {
+        check_schemes(config)?;
+        check_safe(config)?;
+        let Some(brokers) = &config.kafka_brokers else {
+            return Err(coupon_core::ValidationError::field(
+                "kafka_brokers",
+                "a process that only records reads the Kafka log: set the brokers",
+            )
+            .into());
+        };
+        let store = connect_store(config).await?;
+        let gate = match connect_gate(config).await? {
+            (_, true) => None,
+            (gate, false) => Some(gate),
+        };
+        let log = kafka_log(config, brokers).await?;
+        Ok(RecorderBackends { store, log, gate })
+    }
+
     /// A [`Coupons`] builder over these backends with `config`'s settings (ack mode,
     /// grace, consumer group, metrics), to adjust before [`CouponsBuilder::build`].
     pub fn builder(self, config: &Config) -> CouponsBuilder {
@@ -239,6 +264,26 @@ impl Backends {
             builder = builder.metered();
         }
         builder
+    }
+}
+
+/// What [`Backends::connect_recorder`] connects.
+pub struct RecorderBackends {
+    /// The store.
+    pub store: Arc<dyn IssueStore>,
+    /// The event log (Kafka).
+    pub log: Arc<dyn EventLog>,
+    /// The shared gate, when `gate_url` names one.
+    pub gate: Option<Arc<dyn IssueGate>>,
+}
+
+impl std::fmt::Debug for RecorderBackends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecorderBackends")
+            .field("store", &self.store.backend())
+            .field("log", &self.log.backend())
+            .field("gate", &self.gate.as_ref().map(|g| g.backend()))
+            .finish()
     }
 }
 
@@ -410,36 +455,19 @@ async fn connect_kafka(_config: &Config, brokers: &str) -> Result<Arc<dyn EventL
 /// with one broker under `after-log`, and a consumer group that never committed.
 #[cfg(feature = "kafka")]
 async fn connect_kafka(config: &Config, brokers: &str) -> Result<Arc<coupon_kafka::KafkaLog>, ConnectError> {
-    use coupon_kafka::{KafkaConfig, KafkaLog, TopicSettings, ensure_topics};
-
-    let kafka_config = config
-        .kafka_options
-        .iter()
-        .fold(KafkaConfig::new(brokers, config.kafka_topic.clone()), |c, (k, v)| {
-            c.with(k, v)
-        });
-    let settings = if config.kafka_single_broker {
-        TopicSettings::single_broker(config.kafka_partitions)
-    } else {
-        TopicSettings {
-            partitions: config.kafka_partitions,
-            replication_factor: config.kafka_replication_factor,
-            min_insync_replicas: config.kafka_min_insync_replicas,
+    let (kafka, topic) = kafka_log_described(config, brokers).await?;
+    if let Some(topic) = topic
+        && !topic.survives_one_broker_loss()
+        && !config.kafka_single_broker
+        && config.ack_mode() == AckMode::AfterLog
+    {
+        return Err(Unsafe::TopicNotDurable {
+            topic: topic.topic.clone(),
+            replication_factor: topic.replication_factor,
+            min_insync_replicas: topic.min_insync_replicas,
         }
-    };
-    let described = ensure_topics(&kafka_config, &settings).await?;
-    if let Some(topic) = described.first() {
-        topic.log();
-        if !topic.survives_one_broker_loss() && !config.kafka_single_broker && config.ack_mode() == AckMode::AfterLog {
-            return Err(Unsafe::TopicNotDurable {
-                topic: topic.topic.clone(),
-                replication_factor: topic.replication_factor,
-                min_insync_replicas: topic.min_insync_replicas,
-            }
-            .into());
-        }
+        .into());
     }
-    let kafka = KafkaLog::new(kafka_config)?;
     // The reconciler reads this group's position; a group that never committed while the
     // topic holds events would make it release nothing (most likely a wrong group name).
     let progress = kafka.group_progress(&config.consumer_group).await?;
@@ -452,5 +480,54 @@ async fn connect_kafka(config: &Config, brokers: &str) -> Result<Arc<coupon_kafk
         }
         .into());
     }
-    Ok(Arc::new(kafka))
+    Ok(kafka)
+}
+
+/// The Kafka log for a process that only records: the topics created when missing and
+/// described in the log, nothing refused.
+#[cfg(feature = "kafka")]
+async fn kafka_log(config: &Config, brokers: &str) -> Result<Arc<dyn EventLog>, ConnectError> {
+    let (kafka, _) = kafka_log_described(config, brokers).await?;
+    let log: Arc<dyn EventLog> = kafka;
+    Ok(log)
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn kafka_log(config: &Config, brokers: &str) -> Result<Arc<dyn EventLog>, ConnectError> {
+    connect_kafka(config, brokers).await
+}
+
+/// The topics created when missing and the event topic described (and logged), then the
+/// log over them.
+#[cfg(feature = "kafka")]
+async fn kafka_log_described(
+    config: &Config,
+    brokers: &str,
+) -> Result<(Arc<coupon_kafka::KafkaLog>, Option<coupon_kafka::TopicDescription>), ConnectError> {
+    use coupon_kafka::{KafkaConfig, KafkaLog, TopicSettings, ensure_topics};
+
+    let kafka_config = config
+        .kafka_options
+        .iter()
+        .fold(KafkaConfig::new(brokers, config.kafka_topic.clone()), |c, (k, v)| {
+            c.with(k, v)
+        });
+    let check_every = kafka_config.stall_check_every;
+    let kafka_config =
+        kafka_config.with_stall_rejoin(check_every, Duration::from_secs(config.kafka_rejoin_after_secs.max(1)));
+    let settings = if config.kafka_single_broker {
+        TopicSettings::single_broker(config.kafka_partitions)
+    } else {
+        TopicSettings {
+            partitions: config.kafka_partitions,
+            replication_factor: config.kafka_replication_factor,
+            min_insync_replicas: config.kafka_min_insync_replicas,
+        }
+    };
+    let described = ensure_topics(&kafka_config, &settings).await?;
+    let topic = described.into_iter().next();
+    if let Some(topic) = &topic {
+        topic.log();
+    }
+    Ok((Arc::new(KafkaLog::new(kafka_config)?), topic))
 }

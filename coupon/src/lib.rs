@@ -63,7 +63,7 @@ mod config;
 mod connect;
 
 pub use config::Config;
-pub use connect::{Backends, ConnectError, Unsafe, connect};
+pub use connect::{Backends, ConnectError, RecorderBackends, Unsafe, connect};
 pub use coupon_core::*;
 
 /// The Redis gate ([`coupon_redis`]).

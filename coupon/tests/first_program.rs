@@ -227,3 +227,56 @@ async fn a_topic_layout_that_cannot_hold_is_refused_by_setting() {
         "{text}"
     );
 }
+
+/// A process that only records (a consumer) connects store, log and gate with
+/// `Backends::connect_recorder` and stores what an issuing process published.
+#[tokio::test]
+async fn a_recording_process_stores_what_an_issuing_process_published() {
+    let (Some(redis), Some(kafka), Some(postgres)) = (
+        service(Service::Redis).await,
+        service(Service::Kafka).await,
+        service(Service::Postgres).await,
+    ) else {
+        return;
+    };
+    let group = unique_name("recording-process");
+    let config = Config::new()
+        .gate_url(redis)
+        .kafka_brokers(kafka)
+        .kafka_topic(unique_name("recording-process"))
+        .kafka_single_broker(true)
+        .consumer_group(&group)
+        .store_url(postgres);
+    let issuing = coupon::connect(&config).await.unwrap();
+    let now = chrono::Utc::now();
+    let launch = NewCampaign::new(unique_name("launch"), 3, now, now + chrono::Duration::hours(1));
+    let campaign = issuing.campaigns().create(launch).await.unwrap();
+    issuing.campaigns().open(&campaign.id).await.unwrap();
+    let bob = UserId::new(unique_name("bob")).unwrap();
+    assert!(matches!(
+        issuing.issuer().issue(&campaign.id, &bob).await.unwrap(),
+        IssueOutcome::Issued(_)
+    ));
+
+    let recording = coupon::Backends::connect_recorder(&config).await.unwrap();
+    assert_eq!(recording.log.backend(), "kafka");
+    let gate = recording.gate.clone().expect("the Redis gate, to settle");
+    let source = recording.log.subscribe(&group).await.unwrap();
+    let mut recorder =
+        coupon::Recorder::new(source, recording.store.clone(), RecorderConfig::default()).with_gate(gate);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recording.store.issued_count(&campaign.id).await.unwrap() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the recording process stored nothing within 60 s"
+        );
+        recorder.run_once().await;
+    }
+    assert_eq!(issuing.campaigns().counts(&campaign.id).await.unwrap().stored, 1);
+}
+
+#[tokio::test]
+async fn a_recording_process_without_kafka_is_refused_by_setting() {
+    let refused = coupon::Backends::connect_recorder(&Config::new()).await.unwrap_err();
+    assert!(refused.to_string().contains("kafka_brokers"), "{refused}");
+}

@@ -11,10 +11,9 @@ use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
 use clap::Parser;
+use coupon::ConnectError;
 use coupon_core::layers::metrics::RecorderMetrics;
-use coupon_core::{EventLog, IssueGate, Recorder, RecorderConfig};
-use coupon_kafka::{KafkaConfig, KafkaLog, ensure_topics};
-use coupon_redis::{RedisGate, RedisGateConfig};
+use coupon_core::{Component, Recorder, RecorderConfig};
 use coupon_server::config::{KafkaTopicArgs, StoreLimits, parse_kafka_option};
 use coupon_server::metrics::prometheus;
 
@@ -72,40 +71,49 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     coupon_server::config::init_tracing();
-    let store = coupon_sql::connect(&config.store_limits.store_config(&config.database_url))
-        .await
-        .context("connecting the store")?;
-    let kafka_config = config
-        .kafka_options
-        .iter()
-        .fold(
-            KafkaConfig::new(config.kafka_brokers.clone(), config.kafka_topic.clone()),
-            |c, (k, v)| c.with(k, v),
-        )
-        .with_stall_rejoin(
-            Duration::from_secs(10),
-            Duration::from_secs(config.rejoin_after_secs.max(1)),
+    if config.database_url == "memory" {
+        anyhow::bail!(
+            "COUPON_DATABASE_URL=memory: a consumer stores into a shared database: postgres://, mysql:// or sqlite://"
         );
-    let described = ensure_topics(&kafka_config, &config.kafka_topics.settings()?)
+    }
+    let topics = &config.kafka_topics;
+    // Checked here first, so that the message names this consumer's flags.
+    topics.settings()?;
+    let mut library = coupon::Config::new()
+        .store_url(&config.database_url)
+        .store_statement_timeout(Duration::from_millis(config.store_limits.db_statement_timeout_ms))
+        .store_lock_timeout(Duration::from_millis(config.store_limits.db_lock_timeout_ms))
+        .kafka_brokers(&config.kafka_brokers)
+        .kafka_topic(&config.kafka_topic)
+        .kafka_single_broker(topics.kafka_single_broker)
+        .kafka_topic_layout(
+            topics.kafka_partitions,
+            topics.kafka_replication_factor,
+            topics.kafka_min_insync_replicas,
+        )
+        .kafka_rejoin_after(Duration::from_secs(config.rejoin_after_secs))
+        .consumer_group(&config.group)
+        // This process issues nothing: the gate, when given, is only settled.
+        .single_instance(true);
+    if let Some(url) = &config.redis_url {
+        library = library.gate_url(url);
+    }
+    for (key, value) in &config.kafka_options {
+        library = library.kafka_option(key, value);
+    }
+    let backends = coupon::Backends::connect_recorder(&library)
         .await
-        .context("creating the topics")?;
-    // The consumer acknowledges nobody: a topic that a broker loss would empty is logged.
-    described[0].log();
-    let log = KafkaLog::new(kafka_config).context("creating the Kafka client")?;
-    let source = log
+        .map_err(|e| explain(&config, e))?;
+    let source = backends
+        .log
         .subscribe(&config.group)
         .await
         .context("joining the consumer group")?;
     let recorder_config = RecorderConfig::default()
         .with_max_batch(config.batch_max)
         .with_batch_wait(Duration::from_millis(config.batch_wait_ms));
-    let mut recorder = Recorder::new(source, store, recorder_config).with_observer(Arc::new(RecorderMetrics));
-    if let Some(url) = &config.redis_url {
-        let gate: Arc<dyn IssueGate> = Arc::new(
-            RedisGate::connect(RedisGateConfig::from_url(url).context("COUPON_REDIS_URL")?)
-                .await
-                .context("connecting the Redis gate")?,
-        );
+    let mut recorder = Recorder::new(source, backends.store, recorder_config).with_observer(Arc::new(RecorderMetrics));
+    if let Some(gate) = backends.gate {
         recorder = recorder.with_gate(gate);
     }
     if let Some(addr) = config.metrics_listen {
@@ -127,4 +135,30 @@ async fn main() -> anyhow::Result<()> {
         anyhow::bail!("the recorder halted: {why}; upgrade coupon-consumer and restart it");
     }
     Ok(())
+}
+
+/// A failure of [`coupon::Backends::connect_recorder`], in this consumer's flag names.
+fn explain(config: &Config, error: ConnectError) -> anyhow::Error {
+    let redact = coupon_core::error::redact_url;
+    let what = match &error {
+        ConnectError::UnknownScheme {
+            setting: "store_url", ..
+        } => {
+            return anyhow::anyhow!(
+                "COUPON_DATABASE_URL {}: unsupported database URL scheme: use postgres://, mysql:// or sqlite://",
+                redact(&config.database_url)
+            );
+        }
+        ConnectError::UnknownScheme { .. } => "checking COUPON_REDIS_URL".to_owned(),
+        ConnectError::Backend(e) => match e.component {
+            Component::Store => format!("connecting the store {}", redact(&config.database_url)),
+            Component::Gate => format!(
+                "connecting the Redis gate {}",
+                config.redis_url.as_deref().map(redact).unwrap_or_default()
+            ),
+            _ => format!("connecting Kafka {}", config.kafka_brokers),
+        },
+        _ => "checking the COUPON_* settings".to_owned(),
+    };
+    anyhow::Error::new(error).context(what)
 }

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use coupon::kafka::{KafkaConfig, KafkaLog, ensure_topics};
 use coupon_core::EventLog;
-use coupon_kafka::{KafkaConfig, KafkaLog, ensure_topics};
 use coupon_testkit::{Service, service, unique_name};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -14,7 +14,7 @@ async fn an_event_of_an_unknown_version_stops_the_consumer_saying_why() {
     };
     let topic = unique_name("unknown-version");
     let config = KafkaConfig::new(brokers.clone(), topic.clone());
-    ensure_topics(&config, &coupon_kafka::TopicSettings::single_broker(1))
+    ensure_topics(&config, &coupon::kafka::TopicSettings::single_broker(1))
         .await
         .unwrap();
     let log = KafkaLog::new(config).unwrap();
