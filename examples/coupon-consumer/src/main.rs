@@ -79,22 +79,15 @@ async fn main() -> anyhow::Result<()> {
     let topics = &config.kafka_topics;
     // Checked here first, so that the message names this consumer's flags.
     topics.settings()?;
-    let mut library = coupon::Config::new()
+    let library = coupon::Config::new()
         .store_url(&config.database_url)
-        .store_statement_timeout(Duration::from_millis(config.store_limits.db_statement_timeout_ms))
-        .store_lock_timeout(Duration::from_millis(config.store_limits.db_lock_timeout_ms))
         .kafka_brokers(&config.kafka_brokers)
         .kafka_topic(&config.kafka_topic)
-        .kafka_single_broker(topics.kafka_single_broker)
-        .kafka_topic_layout(
-            topics.kafka_partitions,
-            topics.kafka_replication_factor,
-            topics.kafka_min_insync_replicas,
-        )
         .kafka_rejoin_after(Duration::from_secs(config.rejoin_after_secs))
         .consumer_group(&config.group)
         // This process issues nothing: the gate, when given, is only settled.
         .single_instance(true);
+    let mut library = topics.apply(config.store_limits.apply(library));
     if let Some(url) = &config.redis_url {
         library = library.gate_url(url);
     }

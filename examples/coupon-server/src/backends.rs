@@ -71,23 +71,15 @@ impl Backends {
 
 /// The library's configuration for this server's flags.
 fn library_config(config: &ServerConfig) -> coupon::Config {
-    let topics = &config.kafka_topics;
-    let mut library = coupon::Config::new()
+    let library = coupon::Config::new()
         .store_url(&config.database_url)
-        .store_statement_timeout(Duration::from_millis(config.store_limits.db_statement_timeout_ms))
-        .store_lock_timeout(Duration::from_millis(config.store_limits.db_lock_timeout_ms))
         .gate_batching(config.gate_batching)
         .kafka_topic(&config.kafka_topic)
-        .kafka_single_broker(topics.kafka_single_broker)
-        .kafka_topic_layout(
-            topics.kafka_partitions,
-            topics.kafka_replication_factor,
-            topics.kafka_min_insync_replicas,
-        )
         .consumer_group(&config.consumer_group)
         .ack(config.ack_mode())
         .reconcile_grace(Duration::from_secs(config.reconcile_grace_secs))
         .single_instance(config.single_instance);
+    let mut library = config.kafka_topics.apply(config.store_limits.apply(library));
     if let Some(url) = &config.redis_url {
         library = library.gate_url(url);
     }

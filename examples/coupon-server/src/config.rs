@@ -190,6 +190,13 @@ impl Default for StoreLimits {
 }
 
 impl StoreLimits {
+    /// The library's configuration with these bounds on its store.
+    pub fn apply(&self, library: coupon::Config) -> coupon::Config {
+        library
+            .store_statement_timeout(Duration::from_millis(self.db_statement_timeout_ms))
+            .store_lock_timeout(Duration::from_millis(self.db_lock_timeout_ms))
+    }
+
     /// The store configuration for `url` with these bounds.
     pub fn store_config(&self, url: &str) -> coupon_sql::StoreConfig {
         coupon_sql::StoreConfig::from_url(url)
@@ -235,6 +242,17 @@ impl Default for KafkaTopicArgs {
 }
 
 impl KafkaTopicArgs {
+    /// The library's configuration with these topic settings.
+    pub fn apply(&self, library: coupon::Config) -> coupon::Config {
+        library
+            .kafka_single_broker(self.kafka_single_broker)
+            .kafka_topic_layout(
+                self.kafka_partitions,
+                self.kafka_replication_factor,
+                self.kafka_min_insync_replicas,
+            )
+    }
+
     /// The topic settings these flags give.
     pub fn settings(&self) -> anyhow::Result<TopicSettings> {
         if self.kafka_single_broker {
