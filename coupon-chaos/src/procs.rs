@@ -59,9 +59,6 @@ pub struct Proc {
     pub spec: Spec,
     /// Its log: stdout and stderr of every start.
     pub log: PathBuf,
-    /// Its working directory (the run's directory: a relative path a service writes,
-    /// such as the broker's SQLite file, lands there).
-    dir: PathBuf,
     child: Option<Child>,
 }
 
@@ -69,12 +66,7 @@ impl Proc {
     /// Starts `spec`, logging to `dir/<name>.log`.
     pub fn start(spec: Spec, dir: &Path) -> Result<Self> {
         let log = dir.join(format!("{}.log", spec.name));
-        let mut proc = Self {
-            spec,
-            log,
-            dir: dir.to_owned(),
-            child: None,
-        };
+        let mut proc = Self { spec, log, child: None };
         proc.spawn()?;
         Ok(proc)
     }
@@ -91,7 +83,6 @@ impl Proc {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", std::env::var("HOME").unwrap_or_default())
             .args(&self.spec.args)
-            .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::from(file.try_clone()?))
             .stderr(Stdio::from(file))
