@@ -58,6 +58,20 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Client settings (librdkafka's, say) with the values of secret ones (`sasl.password`,
+/// `ssl.key.password`, anything naming a password or a secret) replaced by `***`, for `Debug`.
+pub fn redact_settings(
+    settings: &std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<&str, &str> {
+    settings
+        .iter()
+        .map(|(k, v)| {
+            let secret = k.contains("password") || k.contains("secret");
+            (k.as_str(), if secret { "***" } else { v.as_str() })
+        })
+        .collect()
+}
+
 /// Which of the three backend roles failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -117,7 +117,8 @@ pub async fn ensure_topics(
             .map_err(|e| backend_error("create_topics", e))?,
     );
     let min_insync = settings.min_insync_replicas.to_string();
-    let topics = [&config.topic, &config.dead_letter_topic].map(|name| {
+    let names = [config.topic.clone(), config.dead_letter_topic()];
+    let topics = names.each_ref().map(|name| {
         NewTopic::new(
             name,
             settings.partitions,
@@ -145,7 +146,7 @@ pub async fn ensure_topics(
         }
     }
     let mut described = Vec::with_capacity(2);
-    for topic in [&config.topic, &config.dead_letter_topic] {
+    for topic in &names {
         described.push(describe(&admin, topic, &options).await?);
     }
     Ok(described)

@@ -36,7 +36,7 @@ mod producer;
 mod source;
 
 pub use admin::{TopicDescription, TopicSettings, ensure_topics};
-pub use config::{KafkaConfig, PartitionKey};
+pub use config::{DEFAULT_TOPIC, KafkaConfig, PartitionKey};
 pub use log::{GroupProgress, KafkaLog};
 pub use producer::Persistence;
 pub use source::KafkaSource;

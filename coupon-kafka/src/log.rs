@@ -33,8 +33,18 @@ impl std::fmt::Debug for KafkaLog {
 }
 
 impl KafkaLog {
-    /// Creates the producer (connections are made lazily by librdkafka).
+    /// Creates the producer (connections are made lazily by librdkafka). A setting that
+    /// [`KafkaConfig::validate`] refuses is a `Rejected` error naming it.
     pub fn new(config: KafkaConfig) -> Result<Self, BackendError> {
+        if let Err(e) = config.validate() {
+            return Err(BackendError::new(
+                Component::Log,
+                "kafka",
+                "connect",
+                ErrorKind::Rejected,
+                e.to_string(),
+            ));
+        }
         let publisher = Publisher::new(&config).map_err(|e| backend_error("connect", e))?;
         Ok(Self {
             config,
@@ -358,7 +368,7 @@ impl EventLog for KafkaLog {
     }
 
     async fn subscribe_dead_letters(&self, group: &str) -> Result<Box<dyn EventSource>, BackendError> {
-        self.source(group, &self.config.dead_letter_topic)
+        self.source(group, &self.config.dead_letter_topic())
     }
 
     async fn oldest_uncommitted(&self, group: &str) -> Result<Option<DateTime<Utc>>, BackendError> {

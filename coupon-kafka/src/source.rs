@@ -422,10 +422,10 @@ impl EventSource for KafkaSource {
     }
 
     async fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), BackendError> {
-        let headers = letter.headers(&self.group);
+        let (headers, topic) = (letter.headers(&self.group), self.config.dead_letter_topic());
         let out = Outgoing {
             headers: &headers,
-            ..Outgoing::to(&self.config.dead_letter_topic, &letter.record.payload)
+            ..Outgoing::to(&topic, &letter.record.payload)
         };
         self.publisher.send("dead_letter", out).await.map(|_| ())
     }

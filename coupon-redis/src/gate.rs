@@ -41,8 +41,18 @@ impl std::fmt::Debug for RedisGate {
 }
 
 impl RedisGate {
-    /// Connects as `config` says (fails fast if Redis is not there).
+    /// Connects as `config` says (fails fast if Redis is not there). A setting that
+    /// [`RedisGateConfig::validate`] refuses is a `Rejected` error naming it.
     pub async fn connect(config: RedisGateConfig) -> Result<Self, BackendError> {
+        if let Err(e) = config.validate() {
+            return Err(BackendError::new(
+                Component::Gate,
+                "redis",
+                "connect",
+                ErrorKind::Rejected,
+                e.to_string(),
+            ));
+        }
         let connect = Connection::connect(&config);
         let conn = match tokio::time::timeout(config.connection_timeout * 2, connect).await {
             Ok(Ok(conn)) => conn,

@@ -60,6 +60,7 @@ pub struct MySqlStore {
 impl MySqlStore {
     /// Connects as `config` says, running the migrations if it asks.
     pub async fn connect(config: &StoreConfig) -> Result<Self, BackendError> {
+        crate::config::refuse_invalid(config, B)?;
         let statement_secs = config.statement_timeout.as_secs_f64();
         let lock_secs = config.lock_timeout.as_secs().max(1);
         let lock_timeout_set = !config.lock_timeout.is_zero();

@@ -39,6 +39,7 @@ pub struct PgStore {
 impl PgStore {
     /// Connects as `config` says, running the migrations if it asks.
     pub async fn connect(config: &StoreConfig) -> Result<Self, BackendError> {
+        crate::config::refuse_invalid(config, B)?;
         let (statement_ms, lock_ms) = (
             config.statement_timeout.as_millis().to_string(),
             config.lock_timeout.as_millis().to_string(),

@@ -66,6 +66,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file `config.url` names, running the
     /// migrations if it asks.
     pub async fn connect(config: &StoreConfig) -> Result<Self, BackendError> {
+        crate::config::refuse_invalid(config, B)?;
         let options = SqliteConnectOptions::from_str(&config.url)
             .map_err(|e| connect_error(B, e))?
             .create_if_missing(true)

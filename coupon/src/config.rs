@@ -81,11 +81,6 @@ impl Default for Config {
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let options: BTreeMap<&str, &str> = self
-            .kafka_options
-            .iter()
-            .map(|(k, v)| (k.as_str(), if is_secret(k) { "***" } else { v.as_str() }))
-            .collect();
         f.debug_struct("Config")
             .field("gate_url", &coupon_core::error::redact_url(&self.gate_url))
             .field("gate_batching", &self.gate_batching)
@@ -96,7 +91,10 @@ impl std::fmt::Debug for Config {
             .field("store_lock_timeout_ms", &self.store_lock_timeout_ms)
             .field("kafka_brokers", &self.kafka_brokers)
             .field("kafka_topic", &self.kafka_topic)
-            .field("kafka_options", &options)
+            .field(
+                "kafka_options",
+                &coupon_core::error::redact_settings(&self.kafka_options),
+            )
             .field("kafka_single_broker", &self.kafka_single_broker)
             .field("kafka_partitions", &self.kafka_partitions)
             .field("kafka_replication_factor", &self.kafka_replication_factor)
@@ -109,11 +107,6 @@ impl std::fmt::Debug for Config {
             .field("metered", &self.metered)
             .finish()
     }
-}
-
-/// librdkafka settings whose values are secrets (`sasl.password`, `ssl.key.password`, ...).
-fn is_secret(key: &str) -> bool {
-    key.contains("password") || key.contains("secret")
 }
 
 impl Config {

@@ -512,9 +512,10 @@ async fn kafka_log_described(
         .fold(KafkaConfig::new(brokers, config.kafka_topic.clone()), |c, (k, v)| {
             c.with(k, v)
         });
-    let check_every = kafka_config.stall_check_every;
-    let kafka_config =
-        kafka_config.with_stall_rejoin(check_every, Duration::from_secs(config.kafka_rejoin_after_secs.max(1)));
+    // A short rejoin is checked for at least as often as it can fall due.
+    let rejoin_after = Duration::from_secs(config.kafka_rejoin_after_secs.max(1));
+    let check_every = kafka_config.stall_check_every().min(rejoin_after);
+    let kafka_config = kafka_config.with_stall_rejoin(check_every, rejoin_after);
     let settings = if config.kafka_single_broker {
         TopicSettings::single_broker(config.kafka_partitions)
     } else {
