@@ -178,6 +178,12 @@ impl BackendError {
         }
     }
 
+    /// A configuration its `validate` refused, as the `Rejected` error of `backend`'s
+    /// `connect`: a retry cannot help, the named setting must change.
+    pub fn invalid_config(component: Component, backend: &'static str, error: ValidationError) -> Self {
+        Self::new(component, backend, "connect", ErrorKind::Rejected, error.to_string()).with_source(error)
+    }
+
     /// Attaches the underlying cause.
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
         self.source = Some(source.into());
@@ -265,6 +271,20 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_configuration_names_the_setting_and_is_not_retryable() {
+        let e = BackendError::invalid_config(
+            Component::Store,
+            "postgres",
+            ValidationError::field("max_connections", "must be at least 1"),
+        );
+        let text = e.to_string();
+        assert!(text.contains("postgres") && text.contains("connect"), "{text}");
+        assert!(text.contains("invalid max_connections: must be at least 1"), "{text}");
+        assert_eq!(e.kind, ErrorKind::Rejected);
+        assert!(!e.is_retryable());
+    }
 
     #[test]
     fn backend_errors_say_who_what_and_whether_to_retry() {

@@ -205,7 +205,7 @@ pub async fn connect(config: &StoreConfig) -> Result<Arc<dyn IssueStore>, Backen
 pub(crate) fn refuse_invalid(config: &StoreConfig, backend: &'static str) -> Result<(), BackendError> {
     config
         .validate()
-        .map_err(|e| BackendError::new(Component::Store, backend, "connect", ErrorKind::Rejected, e.to_string()))
+        .map_err(|e| BackendError::invalid_config(Component::Store, backend, e))
 }
 
 /// An error while connecting: nothing was written, so a retry can help unless the
