@@ -18,6 +18,7 @@
 # server lets it in, else over the local socket as the `postgres` / root OS user.
 #   Kafka (tansu)     127.0.0.1:${COUPON_KAFKA_PORT:-9092}        (SQLite storage, emptied at each start)
 #   nginx             the binary only (Debian package); tests start their own instances
+#   promtool          the binary only (Debian package `prometheus`): checks and tests deploy/prometheus
 #
 # All diagnostics go to stderr; only `env` writes to stdout.
 #
@@ -512,6 +513,21 @@ nginx_up() {
   [[ -n "$(nginx_bin)" ]] || die "nginx: installed, but no nginx binary found"
 }
 
+promtool_bin() {
+  command -v promtool 2>/dev/null || true
+}
+
+promtool_up() {
+  if [[ -n "$(promtool_bin)" ]]; then
+    log "promtool: $(promtool_bin) present (reused)"
+    return 0
+  fi
+  # The package also brings the prometheus server; its start script is refused in
+  # containers without an init, and nothing here needs it running.
+  apt_install prometheus
+  [[ -n "$(promtool_bin)" ]] || die "promtool: installed, but no promtool binary found"
+}
+
 cmd_env() {
   echo "export COUPON_TEST_REDIS_URL=redis://$HOST:$REDIS_PORT/"
   echo "export COUPON_TEST_REDIS_CLUSTER_URLS=$(cluster_urls)"
@@ -521,6 +537,9 @@ cmd_env() {
   local nginx
   nginx="$(nginx_bin)"
   [[ -z "$nginx" ]] || echo "export COUPON_TEST_NGINX=$nginx"
+  local promtool
+  promtool="$(promtool_bin)"
+  [[ -z "$promtool" ]] || echo "export COUPON_TEST_PROMTOOL=$promtool"
 }
 
 status_lines() { # prints lines, returns 1 if anything is down
@@ -564,6 +583,11 @@ status_lines() { # prints lines, returns 1 if anything is down
   else
     echo "nginx          down  (not installed)"; rc=1
   fi
+  if [[ -n "$(promtool_bin)" ]]; then
+    echo "promtool       up    $(promtool_bin) (binary)"
+  else
+    echo "promtool       down  (not installed)"; rc=1
+  fi
   return $rc
 }
 
@@ -576,6 +600,7 @@ cmd_up() {
   timed mariadb mariadb_up
   timed kafka kafka_up
   timed nginx nginx_up
+  timed promtool promtool_up
   log "all services up in $((SECONDS - t0))s (state dir: $STATE_DIR)"
   local l
   for l in "${STEP_TIMES[@]}"; do log "  step $l"; done

@@ -176,12 +176,25 @@ impl Reconciler {
                     if report.released > 0 || report.settled > 0 {
                         tracing::info!(campaign = %id, released = report.released, settled = report.settled, "reconciled");
                     }
+                    #[cfg(feature = "metrics")]
+                    self.export_pass(&id, &report).await;
                     total += report;
                 }
                 Err(e) => tracing::warn!(campaign = %id, error = %e, "reconciler pass failed"),
             }
         }
         Ok(total)
+    }
+
+    /// The pass's releases and the campaign's stored count beside its stock, for the
+    /// over-issue alert (`coupon_campaign_stored > coupon_campaign_total`).
+    #[cfg(feature = "metrics")]
+    async fn export_pass(&self, id: &CampaignId, report: &ReconcileReport) {
+        crate::layers::metrics::reconciled(id, report);
+        let (campaign, stored) = (self.store.campaign(id).await, self.store.issued_count(id).await);
+        if let (Ok(Some(campaign)), Ok(stored)) = (campaign, stored) {
+            crate::layers::metrics::campaign_stock(id, stored, campaign.total_quantity);
+        }
     }
 
     /// Reconciles every open campaign ([`Reconciler::reconcile_open`]) once per `every`,

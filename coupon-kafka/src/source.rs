@@ -427,7 +427,9 @@ impl EventSource for KafkaSource {
             headers: &headers,
             ..Outgoing::to(&topic, &letter.record.payload)
         };
-        self.publisher.send("dead_letter", out).await.map(|_| ())
+        self.publisher.send("dead_letter", out).await?;
+        metrics::counter!("coupon_consumer_dead_lettered_total", "group" => self.group.clone()).increment(1);
+        Ok(())
     }
 }
 

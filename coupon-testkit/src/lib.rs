@@ -41,17 +41,20 @@ pub enum Service {
     Kafka,
     /// The `nginx` binary (tests start their own instances): its path.
     Nginx,
+    /// The `promtool` binary (Prometheus's rule checker): its path.
+    Promtool,
 }
 
 impl Service {
     /// Every service.
-    pub const ALL: [Service; 6] = [
+    pub const ALL: [Service; 7] = [
         Service::Redis,
         Service::RedisCluster,
         Service::Postgres,
         Service::Mysql,
         Service::Kafka,
         Service::Nginx,
+        Service::Promtool,
     ];
 
     /// The environment variable holding its address.
@@ -63,6 +66,7 @@ impl Service {
             Service::Mysql => "COUPON_TEST_MYSQL_URL",
             Service::Kafka => "COUPON_TEST_KAFKA_BROKERS",
             Service::Nginx => "COUPON_TEST_NGINX",
+            Service::Promtool => "COUPON_TEST_PROMTOOL",
         }
     }
 }
@@ -76,6 +80,7 @@ impl fmt::Display for Service {
             Service::Mysql => "MySQL/MariaDB",
             Service::Kafka => "Kafka",
             Service::Nginx => "nginx",
+            Service::Promtool => "promtool",
         })
     }
 }
@@ -153,7 +158,7 @@ mod docker {
             Service::Mysql => &MYSQL,
             Service::Kafka => &KAFKA,
             Service::RedisCluster => return Err("testcontainers has no Redis Cluster image here".into()),
-            Service::Nginx => return Err("nginx is a local binary, not a container".into()),
+            Service::Nginx | Service::Promtool => return Err("a local binary, not a container".into()),
         };
         cell.get_or_init(|| async move {
             match service {
@@ -169,7 +174,7 @@ mod docker {
                 Service::Kafka => run(kafka::apache::Kafka::default(), kafka::apache::KAFKA_PORT.as_u16())
                     .await
                     .map(|(h, p)| format!("{h}:{p}")),
-                Service::RedisCluster | Service::Nginx => unreachable!(),
+                Service::RedisCluster | Service::Nginx | Service::Promtool => unreachable!(),
             }
         })
         .await

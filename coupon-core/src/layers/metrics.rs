@@ -11,11 +11,17 @@
 //! | `coupon_recorder_stored_total` | counter | |
 //! | `coupon_recorder_lag_seconds` | histogram | |
 //! | `coupon_recorder_fenced_total` | counter | `fence` |
+//! | `coupon_reconciler_released_total` | counter | `campaign` |
+//! | `coupon_reconciler_settled_total` | counter | `campaign` |
+//! | `coupon_campaign_stored` | gauge | `campaign` |
+//! | `coupon_campaign_total` | gauge | `campaign` |
+//!
+//! The reconciler exports the last four after each pass over an open campaign.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::metrics::{counter, histogram};
+use ::metrics::{counter, gauge, histogram};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -30,6 +36,22 @@ use crate::recorder::RecordObserver;
 /// Counts one issue outcome (`issued`, `sold_out`, ..., or an error code).
 pub fn issue_outcome(campaign: &CampaignId, outcome: &'static str) {
     counter!("coupon_issue_outcomes_total", "campaign" => campaign.to_string(), "outcome" => outcome).increment(1);
+}
+
+/// Counts what one reconciler pass over `campaign` released (voided admissions whose
+/// stock went back) and settled.
+pub fn reconciled(campaign: &CampaignId, report: &crate::reconciler::ReconcileReport) {
+    let campaign = campaign.to_string();
+    counter!("coupon_reconciler_released_total", "campaign" => campaign.clone()).increment(report.released);
+    counter!("coupon_reconciler_settled_total", "campaign" => campaign).increment(report.settled);
+}
+
+/// The coupons `campaign` has in the store beside its stock: stored above total is
+/// the one thing a flash sale must never do.
+pub fn campaign_stock(campaign: &CampaignId, stored: u64, total: u64) {
+    let campaign = campaign.to_string();
+    gauge!("coupon_campaign_stored", "campaign" => campaign.clone()).set(stored as f64);
+    gauge!("coupon_campaign_total", "campaign" => campaign).set(total as f64);
 }
 
 /// Records batch sizes and lag (admission to store) of a recorder.

@@ -235,3 +235,48 @@ async fn sync_of_a_campaign_that_is_not_open_is_refused() {
         ));
     }
 }
+
+#[cfg(feature = "metrics")]
+#[test]
+fn a_pass_exports_its_releases_and_the_campaigns_stored_count_beside_its_stock() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use crate::memory::{MemoryGate, MemoryStore};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let campaign = campaign(CampaignState::Open);
+    ::metrics::with_local_recorder(&recorder, || {
+        runtime.block_on(async {
+            let (gate, store) = (Arc::new(MemoryGate::new()), Arc::new(MemoryStore::new()));
+            store.create_campaign(&campaign).await.unwrap();
+            gate.open(&campaign.gate_spec()).await.unwrap();
+            // Admitted, never published nor stored: the pass releases it.
+            let admitted = gate
+                .admit(&campaign.id, &alice(), &CouponId::new(), timestamp_now())
+                .await
+                .unwrap();
+            assert!(matches!(admitted, crate::Admission::Admitted { .. }));
+            let reconciler = Reconciler::new(gate, store).with_grace(std::time::Duration::ZERO);
+            assert_eq!(reconciler.reconcile_open().await.unwrap().released, 1);
+        });
+    });
+
+    let (label, snapshot) = (campaign.id.to_string(), snapshotter.snapshot().into_vec());
+    let value = |name: &str| {
+        snapshot
+            .iter()
+            .find(|(key, ..)| {
+                key.key().name() == name && key.key().labels().any(|l| l.key() == "campaign" && l.value() == label)
+            })
+            .map(|(.., value)| value)
+            .unwrap_or_else(|| panic!("{name} was not exported"))
+    };
+    assert_eq!(value("coupon_reconciler_released_total"), &DebugValue::Counter(1));
+    assert_eq!(value("coupon_campaign_stored"), &DebugValue::Gauge(0.0.into()));
+    assert_eq!(value("coupon_campaign_total"), &DebugValue::Gauge(10.0.into()));
+}
