@@ -99,6 +99,9 @@ impl KafkaSource {
         config: KafkaConfig,
         group: String,
     ) -> Self {
+        // Exported at zero from the start, so an alert on their increase sees the series.
+        metrics::counter!("coupon_consumer_dead_lettered_total", "group" => group.clone()).increment(0);
+        metrics::counter!("coupon_consumer_events_lost_total", "group" => group.clone()).increment(0);
         Self {
             consumer: Arc::new(consumer),
             publisher,

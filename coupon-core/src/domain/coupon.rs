@@ -371,6 +371,14 @@ pub enum Fence {
 }
 
 impl Fence {
+    /// Every fence.
+    pub const ALL: [Fence; 4] = [
+        Fence::Voided,
+        Fence::SlotTaken,
+        Fence::StockExhausted,
+        Fence::SequenceReused,
+    ];
+
     /// A short snake_case name, for metrics and dead-letter headers.
     pub const fn as_str(self) -> &'static str {
         match self {

@@ -58,6 +58,18 @@ pub fn campaign_stock(campaign: &CampaignId, stored: u64, total: u64) {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RecorderMetrics;
 
+impl RecorderMetrics {
+    /// The observer, with its counters exported at zero from the start: an alert on
+    /// `increase(coupon_recorder_fenced_total[5m])` needs the series before the first fence.
+    pub fn registered() -> Self {
+        counter!("coupon_recorder_stored_total").increment(0);
+        for fence in crate::domain::Fence::ALL {
+            counter!("coupon_recorder_fenced_total", "fence" => fence.as_str()).increment(0);
+        }
+        Self
+    }
+}
+
 impl RecordObserver for RecorderMetrics {
     fn stored(&self, events: &[IssueEvent]) {
         histogram!("coupon_recorder_batch_size").record(events.len() as f64);

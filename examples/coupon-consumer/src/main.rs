@@ -94,6 +94,8 @@ async fn main() -> anyhow::Result<()> {
     for (key, value) in &config.kafka_options {
         library = library.kafka_option(key, value);
     }
+    // Installed before anything registers a metric: what is registered earlier goes nowhere.
+    let metrics = config.metrics_listen.map(|addr| (addr, prometheus()));
     let backends = coupon::Backends::connect_recorder(&library)
         .await
         .map_err(|e| explain(&config, e))?;
@@ -105,12 +107,12 @@ async fn main() -> anyhow::Result<()> {
     let recorder_config = RecorderConfig::default()
         .with_max_batch(config.batch_max)
         .with_batch_wait(Duration::from_millis(config.batch_wait_ms));
-    let mut recorder = Recorder::new(source, backends.store, recorder_config).with_observer(Arc::new(RecorderMetrics));
+    let mut recorder =
+        Recorder::new(source, backends.store, recorder_config).with_observer(Arc::new(RecorderMetrics::registered()));
     if let Some(gate) = backends.gate {
         recorder = recorder.with_gate(gate);
     }
-    if let Some(addr) = config.metrics_listen {
-        let handle = prometheus();
+    if let Some((addr, handle)) = metrics {
         let app = Router::new()
             .route("/metrics", get(move || std::future::ready(handle.render())))
             .route("/healthz", get(|| std::future::ready("ok")));

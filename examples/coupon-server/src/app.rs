@@ -182,7 +182,10 @@ impl Server {
             .await?;
         let notifier = Notifier::new();
         let recorder = if in_process_log && ack != AckMode::AfterStore {
-            let observers = Observers(vec![Arc::new(notifier.clone()), Arc::new(RecorderMetrics)]);
+            let observers = Observers(vec![
+                Arc::new(notifier.clone()),
+                Arc::new(RecorderMetrics::registered()),
+            ]);
             Some(
                 coupons
                     .recorder(RecorderConfig::default())

@@ -1,0 +1,189 @@
+//! A real Prometheus scrapes a running server and consumer, with the shipped alert rules
+//! loaded: every metric the rules and the Grafana dashboard query is in what it scraped.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use coupon_testkit::{Service, service, unique_name};
+use support::{Client, Proc, SECRET, free_port, sibling_binary, temp_dir};
+
+fn deploy() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
+}
+
+/// A metric's name without Prometheus's histogram suffixes.
+fn base(name: &str) -> &str {
+    ["_bucket", "_count", "_sum"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name)
+}
+
+/// The `coupon_*` metric names a file queries.
+fn queried_in(path: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut names = BTreeSet::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("coupon_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.insert(base(&name).to_owned());
+    }
+    names
+}
+
+/// The metric names Prometheus holds (histogram suffixes removed).
+async fn scraped(http: &reqwest::Client, prometheus: &str) -> BTreeSet<String> {
+    let Ok(answer) = http
+        .get(format!("{prometheus}/api/v1/label/__name__/values"))
+        .send()
+        .await
+    else {
+        return BTreeSet::new();
+    };
+    let body: serde_json::Value = answer.json().await.unwrap_or_default();
+    body["data"]
+        .as_array()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str())
+                .map(|n| base(n).to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_every_metric_the_rules_and_the_dashboard_query() {
+    let (Some(redis), Some(kafka), Some(db), Some(promtool)) = (
+        service(Service::Redis).await,
+        service(Service::Kafka).await,
+        service(Service::Postgres).await,
+        service(Service::Promtool).await,
+    ) else {
+        return;
+    };
+    // The Debian package that brings promtool brings the server beside it.
+    let prometheus_binary = Path::new(&promtool).with_file_name("prometheus");
+    assert!(prometheus_binary.exists(), "{} is missing", prometheus_binary.display());
+
+    let dir = temp_dir("coupon-prometheus");
+    let shared = [
+        ("COUPON_KAFKA_BROKERS", kafka),
+        ("COUPON_KAFKA_TOPIC", unique_name("prom-issued")),
+        ("COUPON_KAFKA_PARTITIONS", "2".to_owned()),
+        ("COUPON_KAFKA_SINGLE_BROKER", "true".to_owned()),
+        ("COUPON_CONSUMER_GROUP", unique_name("prom-recorder")),
+        ("COUPON_DATABASE_URL", db),
+        ("COUPON_REDIS_URL", redis),
+    ];
+    let (server_port, consumer_port, prometheus_port) = (free_port(), free_port(), free_port());
+    let mut server_env = shared.to_vec();
+    server_env.extend([
+        ("COUPON_LISTEN", format!("127.0.0.1:{server_port}")),
+        ("COUPON_JWT_SECRET", SECRET.to_owned()),
+        ("COUPON_RECONCILE_SECS", "1".to_owned()),
+    ]);
+    let mut server = Proc::start(
+        Path::new(env!("CARGO_BIN_EXE_coupon-server")),
+        "server",
+        &dir,
+        &server_env,
+    );
+    let client = Client::new(server_port);
+    client.wait_ready(&mut server).await;
+    let mut consumer_env = shared.to_vec();
+    consumer_env.extend([
+        ("COUPON_CONSUMER_METRICS_LISTEN", format!("127.0.0.1:{consumer_port}")),
+        ("COUPON_CONSUMER_REJOIN_AFTER_SECS", "2".to_owned()),
+    ]);
+    let consumer = Proc::start(&sibling_binary("coupon-consumer"), "consumer", &dir, &consumer_env);
+
+    // A sale that sells out: issued, sold out, stored by the consumer.
+    let campaign = client.open_campaign(3).await;
+    for user in ["u1", "u2", "u3", "u4"] {
+        let (status, body) = client.issue(&campaign, &client.token(user, None)).await;
+        assert!(status == 201 || status == 410, "{status} {body}");
+    }
+
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+             rule_files: [{rules:?}]\n\
+             scrape_configs:\n\
+             \x20 - job_name: coupon-server\n\
+             \x20   static_configs: [{{ targets: ['127.0.0.1:{server_port}'] }}]\n\
+             \x20 - job_name: coupon-consumer\n\
+             \x20   static_configs: [{{ targets: ['127.0.0.1:{consumer_port}'] }}]\n",
+            rules = deploy().join("prometheus/alerts.yml").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let _prometheus = Proc::start_with_args(
+        &prometheus_binary,
+        "prometheus",
+        &dir,
+        &[
+            &format!("--config.file={}", config.display()),
+            &format!("--storage.tsdb.path={}", dir.join("data").display()),
+            &format!("--web.listen-address=127.0.0.1:{prometheus_port}"),
+        ],
+        &[],
+    );
+
+    let mut queried = queried_in(&deploy().join("prometheus/alerts.yml"));
+    queried.extend(queried_in(&deploy().join("grafana/dashboards/coupon.json")));
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{prometheus_port}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let missing = loop {
+        let have = scraped(&http, &url).await;
+        let missing: Vec<&String> = queried.iter().filter(|name| !have.contains(*name)).collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing.into_iter().cloned().collect::<Vec<_>>();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        missing.is_empty(),
+        "queried but not scraped within 60 s: {missing:?}\nserver log: {}\nconsumer log: {}",
+        server.tail(),
+        consumer.tail()
+    );
+
+    // The rules loaded into this Prometheus, and none fires on a healthy sale.
+    let rules: serde_json::Value = http
+        .get(format!("{url}/api/v1/rules"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let loaded = rules["data"]["groups"][0]["rules"].as_array().map_or(0, Vec::len);
+    assert!(loaded >= 10, "{rules}");
+    let alerts: serde_json::Value = http
+        .get(format!("{url}/api/v1/alerts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let firing: Vec<_> = alerts["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["state"] == "firing")
+        .collect();
+    assert!(firing.is_empty(), "alerts firing on a healthy sale: {firing:?}");
+}
