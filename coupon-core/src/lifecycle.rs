@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::cache::CampaignCache;
-use crate::domain::{Campaign, CampaignCounts, CampaignId, CampaignState, NewCampaign, timestamp_now};
+use crate::domain::{Campaign, CampaignCounts, CampaignId, CampaignState, GateStatus, NewCampaign, timestamp_now};
 use crate::error::Error;
 use crate::gate::IssueGate;
 use crate::reconciler::{Reconciler, SyncReport};
@@ -126,14 +126,33 @@ impl CampaignService {
     /// Counts across gate and store.
     pub async fn counts(&self, id: &CampaignId) -> Result<CampaignCounts, Error> {
         let campaign = self.get(id).await?;
-        let gate = self.gate.counts(id).await?;
+        // A gate that does not answer leaves its counts out: the store's are what an
+        // operator needs most while the gate is down.
+        let (gate, status) = match self.gate.counts(id).await {
+            Ok(Some(g)) => (
+                Some(g),
+                if g.fenced {
+                    GateStatus::Fenced
+                } else {
+                    GateStatus::Serving
+                },
+            ),
+            Ok(None) => (None, GateStatus::Absent),
+            Err(e) => {
+                tracing::warn!(campaign = %id, error = %e, "counts: the gate did not answer");
+                (None, GateStatus::Unavailable)
+            }
+        };
         let stored = self.store.issued_count(id).await?;
+        let voided = self.store.voided_count(id).await?;
         Ok(CampaignCounts {
             total_quantity: campaign.total_quantity,
             remaining: gate.map(|g| g.remaining),
             admitted: gate.map(|g| campaign.total_quantity.saturating_sub(g.remaining)),
             stored,
             pending: gate.map(|g| g.pending),
+            voided,
+            gate: status,
         })
     }
 

@@ -469,8 +469,36 @@ pub enum RedeemOutcome {
     NotFound,
 }
 
+/// How the gate stands for one campaign, as an operator needs to know during a sale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum GateStatus {
+    /// It holds the campaign and admits.
+    Serving,
+    /// It holds the campaign but refuses admissions until a sync: it went back in time.
+    Fenced,
+    /// It does not hold the campaign (a draft or closed campaign, or a gate that lost it).
+    Absent,
+    /// It did not answer: the counts from the gate are missing.
+    Unavailable,
+}
+
+impl GateStatus {
+    /// `serving`, `fenced`, `absent` or `unavailable`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GateStatus::Serving => "serving",
+            GateStatus::Fenced => "fenced",
+            GateStatus::Absent => "absent",
+            GateStatus::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// Counts for one campaign across gate and store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CampaignCounts {
     /// The stock.
     pub total_quantity: u64,
@@ -482,4 +510,8 @@ pub struct CampaignCounts {
     pub stored: u64,
     /// Admissions in the gate's ledger not yet confirmed as stored.
     pub pending: Option<u64>,
+    /// Admissions voided in the store: never acknowledged, their stock went back.
+    pub voided: u64,
+    /// How the gate stands for this campaign.
+    pub gate: GateStatus,
 }

@@ -100,6 +100,7 @@ pub(crate) fn v1_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(campaigns::create))
         .routes(routes!(campaigns::get))
+        .routes(routes!(campaigns::status))
         .routes(routes!(campaigns::open))
         .routes(routes!(campaigns::close))
         .routes(routes!(campaigns::sync))

@@ -113,6 +113,23 @@ async fn prometheus_scrapes_every_metric_the_rules_and_the_dashboard_query() {
         assert!(status == 201 || status == 410, "{status} {body}");
     }
 
+    // The operator's page over the real log: the recorders' lag is there.
+    let admin = client.token("ops", Some("admin"));
+    let (status, view) = client
+        .send(
+            reqwest::Method::GET,
+            &format!("/v1/campaigns/{campaign}/status"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["gate"], "serving", "{view}");
+    assert!(
+        view["recorder_lag_seconds"].as_f64().is_some_and(|lag| lag >= 0.0),
+        "{view}"
+    );
+
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,

@@ -789,3 +789,99 @@ async fn the_server_refuses_a_reconcile_grace_shorter_than_twice_the_ack_deadlin
     faster_acks.ack_timeout_ms = 1_000;
     assert!(Server::build(&faster_acks, Backends::in_memory()).await.is_ok());
 }
+
+#[tokio::test]
+async fn the_operators_status_shows_the_counts_the_gate_and_the_recorders_lag() {
+    let backends = Backends::in_memory();
+    let gate = backends.gate.clone();
+    let api = api_with(config(), backends).await;
+    let id = api.open_campaign(3, json!({})).await;
+    api.issue(&id, "alice").await;
+    api.issue(&id, "bob").await;
+    let path = format!("/v1/campaigns/{id}/status");
+
+    let (s, v) = api
+        .call(Method::GET, &path, Some(&api.token("alice", None)), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (s, v) = api.call(Method::GET, &path, Some(&api.admin()), None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (
+            v["issued"].as_u64(),
+            v["remaining"].as_u64(),
+            v["voided"].as_u64(),
+            v["gate"].as_str()
+        ),
+        (Some(2), Some(1), Some(0), Some("serving")),
+        "{v}"
+    );
+    assert_eq!(v["stored"].as_u64().unwrap() + v["pending"].as_u64().unwrap(), 2, "{v}");
+    assert!(v["recorder_lag_seconds"].as_f64().is_some_and(|lag| lag >= 0.0), "{v}");
+    // The public read does not ask the log.
+    let (_, public) = api.call(Method::GET, &format!("/v1/campaigns/{id}"), None, None).await;
+    assert!(public.get("recorder_lag_seconds").is_none(), "{public}");
+    assert_eq!(public["gate"], "serving");
+
+    gate.fence(&id.parse().unwrap()).await.unwrap();
+    let (_, v) = api.call(Method::GET, &path, Some(&api.admin()), None).await;
+    assert_eq!(v["gate"], "fenced", "{v}");
+    let (s, _) = api
+        .call(
+            Method::GET,
+            &format!("/v1/campaigns/{}/status", uuid::Uuid::new_v4()),
+            Some(&api.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_gate_that_does_not_answer_leaves_the_store_counts_on_the_status() {
+    let memory = Backends::in_memory();
+    let store = memory.store.clone();
+    let mut gate = MockIssueGate::new();
+    gate.expect_backend().return_const("mock");
+    gate.expect_counts().returning(|_| {
+        Err(coupon_core::BackendError::new(
+            coupon_core::Component::Gate,
+            "mock",
+            "counts",
+            coupon_core::ErrorKind::Unavailable,
+            "down",
+        ))
+    });
+    let campaign = coupon_core::Campaign::from_new(
+        coupon_core::NewCampaign::new(
+            "down",
+            5,
+            Utc::now() - Duration::hours(1),
+            Utc::now() + Duration::hours(1),
+        ),
+        Utc::now(),
+    );
+    store.create_campaign(&campaign).await.unwrap();
+    let api = api_with(
+        config(),
+        Backends {
+            gate: Arc::new(gate),
+            ..memory
+        },
+    )
+    .await;
+    let (s, v) = api
+        .call(
+            Method::GET,
+            &format!("/v1/campaigns/{}/status", campaign.id),
+            Some(&api.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["gate"].as_str(), v["stored"].as_u64()),
+        (Some("unavailable"), Some(0)),
+        "{v}"
+    );
+}

@@ -84,6 +84,17 @@ pub struct CampaignView {
     pub stored: u64,
     /// Admissions not yet confirmed as stored.
     pub pending: u64,
+    /// Admissions voided in the store: never acknowledged, their stock went back.
+    pub voided: u64,
+    /// How the gate stands: `serving`, `fenced` (refuses admissions until a sync),
+    /// `absent` (does not hold the campaign) or `unavailable` (did not answer; the counts
+    /// above then come from the store).
+    pub gate: String,
+    /// Seconds since the oldest event the recorders have not committed was published
+    /// (0 when they have committed everything; absent without a log, or when the log
+    /// did not answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorder_lag_seconds: Option<f64>,
     /// Coupons one user may hold.
     pub per_user_limit: u32,
     /// Issuing starts.
@@ -122,6 +133,9 @@ impl CampaignView {
             issued,
             stored: counts.stored,
             pending: counts.pending.unwrap_or(0),
+            voided: counts.voided,
+            gate: counts.gate.as_str().to_owned(),
+            recorder_lag_seconds: None,
             per_user_limit: c.per_user_limit,
             issue_starts_at: c.issue_starts_at,
             issue_ends_at: c.issue_ends_at,
@@ -143,6 +157,20 @@ pub(crate) fn campaign_id(raw: &str) -> Result<CampaignId, ApiError> {
 async fn view(state: &AppState, campaign: &Campaign) -> Result<CampaignView, ApiError> {
     let counts = state.campaigns().counts(&campaign.id).await?;
     Ok(CampaignView::new(campaign, &counts))
+}
+
+/// How far behind the recorders are: the age of the oldest event their group has not
+/// committed (0 when none), from the log; `None` without a log or when it did not answer.
+async fn recorder_lag(state: &AppState) -> Option<f64> {
+    let log = state.log()?;
+    match log.oldest_uncommitted(state.consumer_group()).await {
+        Ok(None) => Some(0.0),
+        Ok(Some(oldest)) => Some((Utc::now() - oldest).to_std().map_or(0.0, |d| d.as_secs_f64())),
+        Err(e) => {
+            tracing::warn!(error = %e, "campaign view: the log did not say how far the recorders are");
+            None
+        }
+    }
 }
 
 /// Creates a campaign (as a draft).
@@ -175,6 +203,28 @@ pub async fn create(
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<CampaignView>, ApiError> {
     let campaign = state.campaigns().get(&campaign_id(&id)?).await?;
     Ok(Json(view(&state, &campaign).await?))
+}
+
+/// The operator's view during a sale: the campaign's gate and store counts, pending and
+/// voided admissions, whether the gate serves, is fenced or does not answer, and how far
+/// behind the recorders are (one question to the log, so not on the public read).
+#[utoipa::path(get, path = "/v1/campaigns/{id}/status", tag = "campaigns", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Campaign id")),
+    responses(
+        (status = 200, description = "The campaign, with the recorders' lag", body = CampaignView),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "`campaign_not_found`", body = ErrorBody),
+    ))]
+pub async fn status(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignView>, ApiError> {
+    let campaign = state.campaigns().get(&campaign_id(&id)?).await?;
+    let mut view = view(&state, &campaign).await?;
+    view.recorder_lag_seconds = recorder_lag(&state).await;
+    Ok(Json(view))
 }
 
 /// Opens a campaign: loads its stock into the gate.
