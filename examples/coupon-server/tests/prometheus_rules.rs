@@ -3,15 +3,13 @@
 //! on the series it names, and every metric the rules and the Grafana dashboard query
 //! is one the code exports.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::Command;
 
 use coupon_testkit::{Service, service};
-
-fn deploy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
-}
+use support::{deploy_dir as deploy, metrics_in_rules_and_dashboard};
 
 fn promtool(promtool: &str, args: &[&str]) -> String {
     let out = Command::new(promtool)
@@ -36,25 +34,6 @@ fn alerts() -> Vec<String> {
         .filter_map(|l| l.trim().strip_prefix("- alert: "))
         .map(|name| name.trim().to_owned())
         .collect()
-}
-
-/// The `coupon_*` metric names a file queries, without Prometheus's histogram suffixes.
-fn metrics_named(text: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("coupon_") {
-        let name: String = rest[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-            .collect();
-        rest = &rest[at + name.len()..];
-        let base = ["_bucket", "_count", "_sum"]
-            .iter()
-            .find_map(|suffix| name.strip_suffix(suffix))
-            .unwrap_or(&name);
-        names.insert(base.to_owned());
-    }
-    names
 }
 
 /// Every Rust source file of the workspace, read.
@@ -114,10 +93,7 @@ async fn every_alert_fires_on_its_condition_and_not_on_healthy_series() {
 #[test]
 fn the_rules_and_the_dashboard_query_only_metrics_the_code_exports() {
     let sources = sources();
-    let mut queried = metrics_named(&std::fs::read_to_string(deploy().join("prometheus/alerts.yml")).unwrap());
-    queried.extend(metrics_named(
-        &std::fs::read_to_string(deploy().join("grafana/dashboards/coupon.json")).unwrap(),
-    ));
+    let queried = metrics_in_rules_and_dashboard();
     assert!(queried.len() >= 15, "{queried:?}");
     let missing: Vec<_> = queried
         .iter()

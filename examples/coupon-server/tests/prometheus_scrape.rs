@@ -8,35 +8,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use coupon_testkit::{Service, service, unique_name};
-use support::{Client, Proc, SECRET, free_port, sibling_binary, temp_dir};
-
-fn deploy() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
-}
-
-/// A metric's name without Prometheus's histogram suffixes.
-fn base(name: &str) -> &str {
-    ["_bucket", "_count", "_sum"]
-        .iter()
-        .find_map(|suffix| name.strip_suffix(suffix))
-        .unwrap_or(name)
-}
-
-/// The `coupon_*` metric names a file queries.
-fn queried_in(path: &Path) -> BTreeSet<String> {
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut names = BTreeSet::new();
-    let mut rest = text.as_str();
-    while let Some(at) = rest.find("coupon_") {
-        let name: String = rest[at..]
-            .chars()
-            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-            .collect();
-        rest = &rest[at + name.len()..];
-        names.insert(base(&name).to_owned());
-    }
-    names
-}
+use support::{
+    Client, Proc, SECRET, deploy_dir as deploy, free_port, metric_base as base, metrics_in_rules_and_dashboard,
+    sibling_binary, temp_dir,
+};
 
 /// The metric names Prometheus holds (histogram suffixes removed).
 async fn scraped(http: &reqwest::Client, prometheus: &str) -> BTreeSet<String> {
@@ -157,8 +132,7 @@ async fn prometheus_scrapes_every_metric_the_rules_and_the_dashboard_query() {
         &[],
     );
 
-    let mut queried = queried_in(&deploy().join("prometheus/alerts.yml"));
-    queried.extend(queried_in(&deploy().join("grafana/dashboards/coupon.json")));
+    let queried = metrics_in_rules_and_dashboard();
     let http = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{prometheus_port}");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -178,24 +152,14 @@ async fn prometheus_scrapes_every_metric_the_rules_and_the_dashboard_query() {
     );
 
     // The rules loaded into this Prometheus, and none fires on a healthy sale.
-    let rules: serde_json::Value = http
-        .get(format!("{url}/api/v1/rules"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let get = |path: &'static str| {
+        let request = http.get(format!("{url}{path}"));
+        async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap() }
+    };
+    let rules = get("/api/v1/rules").await;
     let loaded = rules["data"]["groups"][0]["rules"].as_array().map_or(0, Vec::len);
     assert!(loaded >= 10, "{rules}");
-    let alerts: serde_json::Value = http
-        .get(format!("{url}/api/v1/alerts"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let alerts = get("/api/v1/alerts").await;
     let firing: Vec<_> = alerts["data"]["alerts"]
         .as_array()
         .unwrap()

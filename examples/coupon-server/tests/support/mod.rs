@@ -412,3 +412,40 @@ pub async fn redemption_race(client: &Client, coupon: &str, token: &str, n: usiz
     });
     futures::future::join_all(futures).await
 }
+
+/// The `deploy/` folder of the workspace.
+pub fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy")
+}
+
+/// A metric's name without Prometheus's histogram suffixes.
+pub fn metric_base(name: &str) -> &str {
+    ["_bucket", "_count", "_sum"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name)
+}
+
+/// The `coupon_*` metric names `text` (a rule file, a dashboard) queries, without
+/// histogram suffixes.
+pub fn metrics_queried(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("coupon_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.insert(metric_base(&name).to_owned());
+    }
+    names
+}
+
+/// Every metric the shipped alert rules and Grafana dashboard query.
+pub fn metrics_in_rules_and_dashboard() -> std::collections::BTreeSet<String> {
+    let read = |path: &str| std::fs::read_to_string(deploy_dir().join(path)).unwrap();
+    let mut names = metrics_queried(&read("prometheus/alerts.yml"));
+    names.extend(metrics_queried(&read("grafana/dashboards/coupon.json")));
+    names
+}
