@@ -62,7 +62,15 @@ async fn a_broker_paused_longer_than_the_delivery_timeout_is_published_to_again_
         .with_delivery_timeout(delivery_timeout);
     ensure_topics(&config, &TopicSettings::single_broker(3)).await.unwrap();
     let log = Arc::new(KafkaLog::new(config).unwrap());
-    log.publish_raw(b"before").await.unwrap();
+    // A broker just started may take longer than the 1 s delivery timeout to accept the
+    // producer's first message (its id, the topic's leaders): wait until it does, bounded.
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = log.publish_raw(b"before").await {
+        assert!(
+            e.is_retryable() && Instant::now() < ready_by,
+            "the fresh broker never took a message: {e}"
+        );
+    }
 
     broker.signal("-STOP");
     // Load while the broker is frozen: every publish fails within the delivery timeout
