@@ -472,7 +472,9 @@ kafka_up() {
   echo "$pid" >"$TANSU_PID"
   local deadline=$((SECONDS + WAIT_TIMEOUT))
   until tcp_open "$HOST" "$KAFKA_PORT"; do
-    if ! pid_alive_matching "$TANSU_PID" tansu; then
+    # kill -0, not pid_alive_matching: until the subshell has exec'd tansu its command
+    # line is this script's, and waiting on a live broker would hang here for good.
+    if ! kill -0 "$pid" 2>/dev/null; then
       local status=0
       wait "$pid" || status=$?
       die "kafka: tansu exited during startup with status $status (a binary built without the storage engine of $TANSU_STORAGE fails so: cargo install tansu --version $TANSU_VERSION --locked --features $TANSU_FEATURES --force)$(excerpt "$TANSU_LOG")"
