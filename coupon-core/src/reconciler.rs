@@ -203,24 +203,12 @@ impl Reconciler {
     /// pass to finish (an interrupted pass leaves nothing half done: each release is
     /// voided in the store before the gate gives the stock back).
     pub async fn run_until(&self, every: Duration, shutdown: impl std::future::Future<Output = ()>) {
-        let mut shutdown = std::pin::pin!(shutdown);
-        let mut tick = tokio::time::interval(every.max(Duration::from_millis(1)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                _ = tick.tick() => {}
+        crate::periodic::run_every(every, false, shutdown, || async {
+            if let Err(e) = self.reconcile_open().await {
+                tracing::warn!(error = %e, "reconciler: listing open campaigns failed");
             }
-            tokio::select! {
-                () = &mut shutdown => return,
-                result = self.reconcile_open() => {
-                    if let Err(e) = result {
-                        tracing::warn!(error = %e, "reconciler: listing open campaigns failed");
-                    }
-                }
-            }
-        }
+        })
+        .await;
     }
 
     /// Restores the gate from the store (coupons it forgot), then reconciles: the

@@ -7,6 +7,7 @@ use crate::domain::{
     ReservationKey, UserId, VoidOutcome,
 };
 use crate::error::BackendError;
+use crate::hooks::{Notice, PendingNotices};
 
 /// Campaigns, coupons and redemptions, durably: the source of truth, and the place
 /// where the protocol's fences live (`docs/PROTOCOL.md`):
@@ -84,4 +85,15 @@ pub trait IssueStore: Send + Sync + 'static {
 
     /// For each key, whether that coupon (matched by coupon id) is stored.
     async fn stored_keys(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<bool>, BackendError>;
+
+    /// Up to `limit` coupons with notices not yet delivered ([`crate::hooks`]), in coupon
+    /// id order, after `after` (exclusive) when given. A stored coupon's "stored" notice
+    /// is pending from the moment it is stored; a redemption raises its "redeemed" notice
+    /// atomically with the redemption.
+    async fn pending_notices(&self, after: Option<CouponId>, limit: usize)
+    -> Result<Vec<PendingNotices>, BackendError>;
+
+    /// Clears `notice` of each coupon in `ids` (delivered); its other notice, raised
+    /// before or since, stays pending. Idempotent.
+    async fn clear_notices(&self, notice: Notice, ids: &[CouponId]) -> Result<(), BackendError>;
 }

@@ -44,6 +44,10 @@ mod mysql;
 mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+// The `IN (...)` statements serve MySQL and SQLite; PostgreSQL alone leaves them unused.
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "sqlite"))]
+#[cfg_attr(not(any(feature = "mysql", feature = "sqlite")), allow(dead_code))]
+mod statements;
 
 pub use config::{StoreConfig, connect};
 #[cfg(feature = "mysql")]

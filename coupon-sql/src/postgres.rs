@@ -3,31 +3,35 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
-use async_trait::async_trait;
 use chrono::Utc;
 use coupon_core::{
-    BackendError, Campaign, CampaignId, CampaignState, Coupon, CouponId, IssueEvent, IssueStore, RecordOutcome,
-    RedeemOutcome, Redemption, ReservationKey, UserId, VoidOutcome,
+    BackendError, Campaign, CampaignId, CampaignState, Coupon, IssueEvent, RecordOutcome, RedeemOutcome, Redemption,
+    ReservationKey, VoidOutcome,
 };
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
-use sqlx::{FromRow, Row};
+use sqlx::{FromRow, Postgres};
 use uuid::Uuid;
 
 use crate::common::{
-    BatchPlan, CampaignColumns, CouponColumns, LockedCampaign, amount, backend_error, campaign_ids, check_campaign,
-    count, explain_refusal, key_ids, redeem_until_decided, seq_of, void_outcomes,
+    BatchPlan, CampaignColumns, CouponColumns, LockedCampaign, amount, backend_error, campaign_ids, explain_refusal,
+    key_ids, seq_of, void_outcomes,
 };
 use crate::config::StoreConfig;
+use crate::statements::{CAMPAIGN_COLUMNS, COUPON_COLUMNS, Dialect, issue_store};
 
 const B: &str = "postgres";
-const CAMPAIGN_COLUMNS: &str = "id, name, total_quantity, per_user_limit, issue_starts_at, issue_ends_at, \
-     valid_until, valid_days, min_order_amount, discount, state, created_at";
-const COUPON_COLUMNS: &str = "id, campaign_id, user_id, nth, issued_at, valid_until, state, redeemed_at, order_id";
+/// The shared statements on PostgreSQL (its own `= ANY($1)` statements need no chunks).
+const POSTGRES: Dialect<Postgres> = Dialect {
+    backend: B,
+    chunk: 5_000,
+    campaign_from_row,
+    coupon_from_row,
+};
 
 /// The migrations for PostgreSQL (`migrations/postgres`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
-/// [`IssueStore`] on PostgreSQL. A batch is one transaction that locks its campaigns'
+/// [`coupon_core::IssueStore`] on PostgreSQL. A batch is one transaction that locks its campaigns'
 /// rows (`FOR UPDATE`, in id order), reads the voids among its coupon ids, writes the
 /// coupons with one `INSERT ... SELECT FROM UNNEST(...) ON CONFLICT DO NOTHING RETURNING
 /// id` whatever the batch size, and adds them to the campaigns' `issued_count`.
@@ -91,20 +95,7 @@ impl PgStore {
                 coupon: coupon_from_row(&row)?,
             }));
         }
-        let row = sqlx::query(COUPON_WITH_MIN.as_str())
-            .bind(r.coupon_id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| backend_error(B, "redeem", e))?;
-        let found = match row {
-            Some(row) => {
-                let min: Option<i64> = row
-                    .try_get("min_order_amount")
-                    .map_err(|e| backend_error(B, "redeem", e))?;
-                Some((coupon_from_row(&row)?, min))
-            }
-            None => None,
-        };
+        let found = POSTGRES.coupon_with_min(&self.pool, &r.coupon_id).await?;
         Ok(explain_refusal(found, r))
     }
 
@@ -192,32 +183,16 @@ const STORED_AMONG: &str = "SELECT id FROM coupon_coupons WHERE id = ANY($1)";
 static LOCK_CAMPAIGNS: LazyLock<String> = LazyLock::new(|| {
     format!("SELECT {CAMPAIGN_COLUMNS}, issued_count FROM coupon_campaigns WHERE id = ANY($1) ORDER BY id FOR UPDATE")
 });
-static CAMPAIGN: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {CAMPAIGN_COLUMNS} FROM coupon_campaigns WHERE id = $1"));
 static SET_STATE: LazyLock<String> = LazyLock::new(|| {
     format!("UPDATE coupon_campaigns SET state = $2 WHERE id = $1 AND state = ANY($3) RETURNING {CAMPAIGN_COLUMNS}")
 });
-static COUPON: LazyLock<String> =
-    LazyLock::new(|| format!("SELECT {COUPON_COLUMNS} FROM coupon_coupons WHERE id = $1"));
-static COUPONS_OF_USER: LazyLock<String> = LazyLock::new(|| {
-    format!("SELECT {COUPON_COLUMNS} FROM coupon_coupons WHERE user_id = $1 ORDER BY issued_at DESC, id DESC")
-});
 static REDEEM: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE coupon_coupons SET state = 'redeemed', redeemed_at = $3, order_id = $4 \
+        "UPDATE coupon_coupons SET state = 'redeemed', redeemed_at = $3, order_id = $4, \
+         pending_notice = COALESCE(pending_notice, 0) | 2 \
          WHERE id = $1 AND user_id = $2 AND state = 'issued' AND issued_at <= $3 AND valid_until > $3 \
            AND $5 >= COALESCE((SELECT min_order_amount FROM coupon_campaigns k WHERE k.id = coupon_coupons.campaign_id), 0) \
          RETURNING {COUPON_COLUMNS}"
-    )
-});
-static COUPON_WITH_MIN: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "SELECT {}, k.min_order_amount FROM coupon_coupons c JOIN coupon_campaigns k ON k.id = c.campaign_id WHERE c.id = $1",
-        COUPON_COLUMNS
-            .split(", ")
-            .map(|c| format!("c.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
     )
 });
 
@@ -233,52 +208,12 @@ fn coupon_from_row(row: &PgRow) -> Result<Coupon, BackendError> {
         .into_coupon(B)
 }
 
-#[async_trait]
-impl IssueStore for PgStore {
-    fn backend(&self) -> &'static str {
-        B
-    }
+issue_store!(PgStore, POSTGRES, std::convert::identity, own_updates);
 
-    async fn create_campaign(&self, campaign: &Campaign) -> Result<(), BackendError> {
-        check_campaign(campaign, B)?;
-        let c = CampaignColumns::from_campaign(campaign);
-        sqlx::query(
-            "INSERT INTO coupon_campaigns (id, name, total_quantity, per_user_limit, issue_starts_at, issue_ends_at, \
-             valid_until, valid_days, min_order_amount, discount, state, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(c.id)
-        .bind(&c.name)
-        .bind(c.total_quantity)
-        .bind(c.per_user_limit)
-        .bind(c.issue_starts_at)
-        .bind(c.issue_ends_at)
-        .bind(c.valid_until)
-        .bind(c.valid_days)
-        .bind(c.min_order_amount)
-        .bind(&c.discount)
-        .bind(&c.state)
-        .bind(c.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| backend_error(B, "create_campaign", e))?;
-        Ok(())
-    }
-
-    async fn campaign(&self, id: &CampaignId) -> Result<Option<Campaign>, BackendError> {
-        let row = sqlx::query(CAMPAIGN.as_str())
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| backend_error(B, "campaign", e))?;
-        row.as_ref().map(campaign_from_row).transpose()
-    }
-
-    async fn set_campaign_state(
-        &self,
-        id: &CampaignId,
-        state: CampaignState,
-    ) -> Result<Option<Campaign>, BackendError> {
+/// What this dialect does its own way (see [`issue_store`]).
+impl PgStore {
+    /// [`coupon_core::IssueStore::set_campaign_state`] in one `UPDATE ... RETURNING`.
+    async fn move_campaign(&self, id: &CampaignId, state: CampaignState) -> Result<Option<Campaign>, BackendError> {
         let allowed_from = crate::common::allowed_from(state);
         let row = sqlx::query(SET_STATE.as_str())
             .bind(id.as_uuid())
@@ -290,14 +225,12 @@ impl IssueStore for PgStore {
         match row {
             Some(row) => campaign_from_row(&row).map(Some),
             // Not changed: missing, or the lifecycle refused; report it as it is.
-            None => self.campaign(id).await,
+            None => POSTGRES.campaign(&self.pool, id).await,
         }
     }
 
-    async fn record(&self, events: &[IssueEvent]) -> Result<Vec<RecordOutcome>, BackendError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// [`coupon_core::IssueStore::record`] of a batch that is not empty.
+    async fn record_batch(&self, events: &[IssueEvent]) -> Result<Vec<RecordOutcome>, BackendError> {
         let err = |e| backend_error(B, "record", e);
         let mut tx = self.pool.begin().await.map_err(err)?;
         let campaigns = lock_campaigns(&mut tx, &campaign_ids(events), "record").await?;
@@ -372,10 +305,12 @@ impl IssueStore for PgStore {
         Ok(settled.outcomes)
     }
 
-    async fn void(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<VoidOutcome>, BackendError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// [`coupon_core::IssueStore::void`] of keys that are not empty.
+    async fn void_keys(
+        &self,
+        campaign_id: &CampaignId,
+        keys: &[ReservationKey],
+    ) -> Result<Vec<VoidOutcome>, BackendError> {
         let err = |e| backend_error(B, "void", e);
         let mut tx = self.pool.begin().await.map_err(err)?;
         // The same lock as record(): a coupon id ends up stored or voided, never both.
@@ -404,75 +339,12 @@ impl IssueStore for PgStore {
         Ok(outcomes)
     }
 
-    async fn coupon(&self, id: &CouponId) -> Result<Option<Coupon>, BackendError> {
-        let row = sqlx::query(COUPON.as_str())
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| backend_error(B, "coupon", e))?;
-        row.as_ref().map(coupon_from_row).transpose()
-    }
-
-    async fn coupons_of_user(&self, user_id: &UserId) -> Result<Vec<Coupon>, BackendError> {
-        let rows = sqlx::query(COUPONS_OF_USER.as_str())
-            .bind(user_id.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| backend_error(B, "coupons_of_user", e))?;
-        rows.iter().map(coupon_from_row).collect()
-    }
-
-    async fn redeem(&self, r: &Redemption) -> Result<RedeemOutcome, BackendError> {
-        redeem_until_decided(B, || self.redeem_once(r)).await
-    }
-
-    async fn open_campaigns(&self) -> Result<Vec<CampaignId>, BackendError> {
-        let ids: Vec<Uuid> =
-            sqlx::query_scalar("SELECT id FROM coupon_campaigns WHERE state = 'open' ORDER BY created_at, id")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| backend_error(B, "open_campaigns", e))?;
-        Ok(ids.into_iter().map(CampaignId::from_uuid).collect())
-    }
-
-    async fn issued_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupon_coupons WHERE campaign_id = $1")
-            .bind(campaign_id.as_uuid())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| backend_error(B, "issued_count", e))?;
-        count(B, "issued_count", n)
-    }
-
-    async fn holders(&self, campaign_id: &CampaignId) -> Result<Vec<(UserId, u32)>, BackendError> {
-        let rows: Vec<(String, i32)> = sqlx::query_as("SELECT user_id, nth FROM coupon_coupons WHERE campaign_id = $1")
-            .bind(campaign_id.as_uuid())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| backend_error(B, "holders", e))?;
-        crate::common::holders_from_rows(B, rows)
-    }
-
-    async fn highest_admission_seq(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {
-        let highest: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(admission_seq) FROM coupon_coupons WHERE campaign_id = $1")
-                .bind(campaign_id.as_uuid())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|e| backend_error(B, "highest_admission_seq", e))?;
-        Ok(highest.and_then(|h| u64::try_from(h).ok()).unwrap_or(0))
-    }
-
-    async fn voided_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM coupon_voids WHERE campaign_id = $1")
-            .bind(campaign_id.as_uuid())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| backend_error(B, "voided_count", e))?;
-        count(B, "voided_count", n)
-    }
-
-    async fn stored_keys(&self, campaign_id: &CampaignId, keys: &[ReservationKey]) -> Result<Vec<bool>, BackendError> {
+    /// [`coupon_core::IssueStore::stored_keys`] with one `= ANY($2)` (no chunks, one prepared statement).
+    async fn stored_keys_of(
+        &self,
+        campaign_id: &CampaignId,
+        keys: &[ReservationKey],
+    ) -> Result<Vec<bool>, BackendError> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }

@@ -10,6 +10,7 @@ use crate::domain::{
     ReservationKey, Validity, VoidOutcome,
 };
 use crate::error::ErrorKind;
+use crate::hooks::{Notice, PendingNotices};
 use crate::store::IssueStore;
 
 async fn stored_campaign(store: &dyn IssueStore, total: u64, limit: u32) -> Campaign {
@@ -569,4 +570,140 @@ pub async fn admission_numbers_are_stored_once(store: Arc<dyn IssueStore>) {
     assert_eq!(store.highest_admission_seq(&other.id).await.unwrap(), 1);
     let empty = stored_campaign(&*store, 1, 1).await;
     assert_eq!(store.highest_admission_seq(&empty.id).await.unwrap(), 0);
+}
+
+/// The pending notices from just below the least of `ids` to the greatest, read in
+/// pages of `page`, checking the order. (Coupon ids are time-ordered, so a shared
+/// database's other coupons are mostly outside the range.)
+async fn pending_around(store: &dyn IssueStore, ids: &[CouponId], page: usize) -> Vec<PendingNotices> {
+    let (Some(least), Some(greatest)) = (ids.iter().min(), ids.iter().max()) else {
+        return Vec::new();
+    };
+    let start = CouponId::from_uuid(uuid::Uuid::from_u128(least.as_uuid().as_u128() - 1));
+    let mut all: Vec<PendingNotices> = Vec::new();
+    loop {
+        let after = all.last().map_or(start, |p| p.coupon.id);
+        let next = store.pending_notices(Some(after), page).await.unwrap();
+        assert!(next.len() <= page, "a page holds at most its limit");
+        assert!(
+            next.first().is_none_or(|p| p.coupon.id > after),
+            "a page starts after its cursor"
+        );
+        let done = next.len() < page || next.last().is_some_and(|p| p.coupon.id >= *greatest);
+        all.extend(next);
+        if done {
+            break;
+        }
+    }
+    let order: Vec<CouponId> = all.iter().map(|p| p.coupon.id).collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "pending notices come in coupon id order"
+    );
+    all
+}
+
+/// The pending notices of the coupons in `ids` (other tests may share the store).
+async fn pending_of(store: &dyn IssueStore, ids: &[CouponId]) -> Vec<(CouponId, Vec<Notice>)> {
+    let mut mine: Vec<(CouponId, Vec<Notice>)> = pending_around(store, ids, 2)
+        .await
+        .into_iter()
+        .filter(|p| ids.contains(&p.coupon.id))
+        .map(|p| (p.coupon.id, p.notices))
+        .collect();
+    mine.sort();
+    mine
+}
+
+/// A stored coupon has its "stored" notice pending until it is cleared; what was not
+/// stored (rejected, voided, beyond the stock) has none.
+pub async fn stored_coupons_have_a_notice_pending_until_cleared(store: Arc<dyn IssueStore>) {
+    let c = stored_campaign(&*store, 3, 1).await;
+    let t = now_ms();
+    let events: Vec<_> = (0..5).map(|i| event(&c, &user(&c.id, i), 1, t)).collect();
+    let voided = events[0].reservation_key();
+    store.void(&c.id, std::slice::from_ref(&voided)).await.unwrap();
+    let mut rejected = event(&c, &user(&c.id, 9), 1, t);
+    rejected.nth = 0;
+    let mut batch = events.clone();
+    batch.push(rejected.clone());
+    store.record(&batch).await.unwrap();
+    let stored: Vec<CouponId> = events[1..4].iter().map(|e| e.coupon_id).collect();
+    let all: Vec<CouponId> = batch.iter().map(|e| e.coupon_id).collect();
+    let mut expected: Vec<(CouponId, Vec<Notice>)> = stored.iter().map(|id| (*id, vec![Notice::Stored])).collect();
+    expected.sort();
+    assert_eq!(pending_of(&*store, &all).await, expected, "exactly the stored coupons");
+    let page = pending_around(&*store, &stored, 100).await;
+    let read = page.iter().find(|p| p.coupon.id == stored[0]).expect("pending");
+    assert_eq!(Some(&read.coupon), store.coupon(&stored[0]).await.unwrap().as_ref());
+
+    store.clear_notices(Notice::Stored, &stored[..2]).await.unwrap();
+    assert_eq!(
+        pending_of(&*store, &all).await,
+        vec![(stored[2], vec![Notice::Stored])],
+        "cleared notices are gone, the rest stay"
+    );
+    store.clear_notices(Notice::Stored, &stored).await.unwrap();
+    store.clear_notices(Notice::Stored, &stored).await.unwrap();
+    assert!(pending_of(&*store, &all).await.is_empty(), "clearing is idempotent");
+    store.record(&events).await.unwrap();
+    assert!(pending_of(&*store, &all).await.is_empty(), "a replay raises nothing");
+}
+
+/// A redemption raises the "redeemed" notice with it; clearing one notice keeps the other.
+pub async fn a_redemption_raises_its_notice_and_clearing_one_keeps_the_other(store: Arc<dyn IssueStore>) {
+    let c = stored_campaign(&*store, 5, 1).await;
+    let u = user(&c.id, 0);
+    let t = now_ms();
+    let (early, late) = (event(&c, &u, 1, t), event(&c, &user(&c.id, 1), 1, t));
+    store.record(&[early.clone(), late.clone()]).await.unwrap();
+    let ids = [early.coupon_id, late.coupon_id];
+    store.clear_notices(Notice::Stored, &[early.coupon_id]).await.unwrap();
+    let redeem = |e: &crate::domain::IssueEvent| Redemption {
+        coupon_id: e.coupon_id,
+        user_id: e.user_id.clone(),
+        order_id: "order-7".into(),
+        order_amount: 1,
+        at: t,
+    };
+    for e in [&early, &late] {
+        assert!(matches!(
+            store.redeem(&redeem(e)).await.unwrap(),
+            RedeemOutcome::Redeemed { .. }
+        ));
+    }
+    let mut expected = vec![
+        (early.coupon_id, vec![Notice::Redeemed]),
+        (late.coupon_id, vec![Notice::Stored, Notice::Redeemed]),
+    ];
+    expected.sort();
+    assert_eq!(pending_of(&*store, &ids).await, expected);
+    let redeemed = pending_around(&*store, &ids, 100).await;
+    let read = redeemed
+        .iter()
+        .find(|p| p.coupon.id == late.coupon_id)
+        .expect("pending");
+    assert_eq!(read.coupon.state, CouponState::Redeemed, "the coupon as it is now");
+    assert_eq!(read.coupon.order_id.as_deref(), Some("order-7"));
+
+    store.clear_notices(Notice::Redeemed, &ids).await.unwrap();
+    assert_eq!(
+        pending_of(&*store, &ids).await,
+        vec![(late.coupon_id, vec![Notice::Stored])],
+        "clearing \"redeemed\" keeps a \"stored\" not yet delivered"
+    );
+    store.clear_notices(Notice::Stored, &ids).await.unwrap();
+    assert!(pending_of(&*store, &ids).await.is_empty());
+    let other_order = Redemption {
+        order_id: "order-8".into(),
+        ..redeem(&late)
+    };
+    assert!(
+        !matches!(
+            store.redeem(&other_order).await.unwrap(),
+            RedeemOutcome::Redeemed { .. }
+        ),
+        "a refused redemption raises nothing"
+    );
+    assert!(pending_of(&*store, &ids).await.is_empty());
 }

@@ -167,6 +167,8 @@ macro_rules! store_conformance {
                 void_and_record_race_one_wins,
                 the_store_never_exceeds_the_stock,
                 admission_numbers_are_stored_once,
+                stored_coupons_have_a_notice_pending_until_cleared,
+                a_redemption_raises_its_notice_and_clearing_one_keeps_the_other,
             ]
         );
     };

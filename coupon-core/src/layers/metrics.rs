@@ -15,8 +15,11 @@
 //! | `coupon_reconciler_settled_total` | counter | `campaign` |
 //! | `coupon_campaign_stored` | gauge | `campaign` |
 //! | `coupon_campaign_total` | gauge | `campaign` |
+//! | `coupon_hook_delivered_total` | counter | `notice` |
+//! | `coupon_hook_failures_total` | counter | `notice` |
 //!
-//! The reconciler exports the last four after each pass over an open campaign.
+//! The reconciler exports the four before the hooks' after each pass over an open
+//! campaign; the [`crate::hooks::HookRunner`] the last two after each page of notices.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +55,12 @@ pub fn campaign_stock(campaign: &CampaignId, stored: u64, total: u64) {
     let campaign = campaign.to_string();
     gauge!("coupon_campaign_stored", "campaign" => campaign.clone()).set(stored as f64);
     gauge!("coupon_campaign_total", "campaign" => campaign).set(total as f64);
+}
+
+/// Counts the hook calls of one page of notices: delivered, and failed (to be retried).
+pub fn hook_calls(notice: crate::hooks::Notice, delivered: usize, failed: usize) {
+    counter!("coupon_hook_delivered_total", "notice" => notice.as_str()).increment(delivered as u64);
+    counter!("coupon_hook_failures_total", "notice" => notice.as_str()).increment(failed as u64);
 }
 
 /// Records batch sizes and lag (admission to store) of a recorder.

@@ -1,6 +1,6 @@
 //! [`MemoryStore`]: the store in process memory.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -10,6 +10,7 @@ use crate::domain::{
     RedeemOutcome, Redemption, RejectReason, ReservationKey, UserId, VoidOutcome,
 };
 use crate::error::{BackendError, Component, ErrorKind};
+use crate::hooks::{Notice, PendingNotices};
 use crate::store::IssueStore;
 
 /// The store in process memory, behind one lock. Not durable: use it for tests and
@@ -31,6 +32,8 @@ struct State {
     counts: HashMap<CampaignId, u64>,
     voids: HashMap<CouponId, CampaignId>,
     void_counts: HashMap<CampaignId, u64>,
+    // Notices not yet delivered, as `Notice::bit`s, in coupon id order.
+    pending_notices: BTreeMap<CouponId, i16>,
 }
 
 impl State {
@@ -81,6 +84,7 @@ impl State {
         self.by_key.insert(key, e.coupon_id);
         self.coupons.insert(e.coupon_id, Coupon::from_event(e));
         self.by_user.entry(e.user_id.clone()).or_default().push(e.coupon_id);
+        self.pending_notices.insert(e.coupon_id, Notice::Stored.bit());
         RecordOutcome::Stored
     }
 }
@@ -212,7 +216,9 @@ impl IssueStore for MemoryStore {
         coupon.state = CouponState::Redeemed;
         coupon.redeemed_at = Some(r.at);
         coupon.order_id = Some(r.order_id.clone());
-        Ok(RedeemOutcome::Redeemed { coupon: coupon.clone() })
+        let coupon = coupon.clone();
+        *s.pending_notices.entry(coupon.id).or_insert(0) |= Notice::Redeemed.bit();
+        Ok(RedeemOutcome::Redeemed { coupon })
     }
 
     async fn issued_count(&self, campaign_id: &CampaignId) -> Result<u64, BackendError> {
@@ -242,5 +248,33 @@ impl IssueStore for MemoryStore {
                     .is_some_and(|c| c.campaign_id == *campaign_id)
             })
             .collect())
+    }
+
+    async fn pending_notices(
+        &self,
+        after: Option<CouponId>,
+        limit: usize,
+    ) -> Result<Vec<PendingNotices>, BackendError> {
+        use std::ops::Bound;
+        let s = self.state.read().expect("store lock");
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(s.pending_notices
+            .range((from, Bound::Unbounded))
+            .take(limit)
+            .map(|(id, bits)| PendingNotices::new(s.coupons[id].clone(), Notice::from_bits(*bits)))
+            .collect())
+    }
+
+    async fn clear_notices(&self, notice: Notice, ids: &[CouponId]) -> Result<(), BackendError> {
+        let mut s = self.state.write().expect("store lock");
+        for id in ids {
+            if let Some(bits) = s.pending_notices.get_mut(id) {
+                *bits &= !notice.bit();
+                if *bits == 0 {
+                    s.pending_notices.remove(id);
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -13,9 +13,10 @@ use axum::routing::get;
 use clap::Parser;
 use coupon::ConnectError;
 use coupon_core::layers::metrics::RecorderMetrics;
-use coupon_core::{Component, Recorder, RecorderConfig};
+use coupon_core::{Component, HookConfig, HookRunner, Recorder, RecorderConfig};
 use coupon_server::config::{KafkaTopicArgs, StoreLimits, parse_kafka_option};
 use coupon_server::metrics::prometheus;
+use coupon_server::webhook::Webhook;
 
 /// `coupon-consumer` settings, from flags or `COUPON_*` variables.
 #[derive(Debug, Parser)]
@@ -58,6 +59,13 @@ struct Config {
     /// assigned), before it leaves and joins the group again.
     #[arg(long, env = "COUPON_CONSUMER_REJOIN_AFTER_SECS", default_value_t = 60)]
     rejoin_after_secs: u64,
+    /// Post every coupon stored or redeemed to this `http://` URL as JSON, at least once
+    /// (`coupon_server::webhook`), from a task beside the recorder (off when unset).
+    #[arg(long, env = "COUPON_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// How long one webhook call may take, in milliseconds.
+    #[arg(long, env = "COUPON_WEBHOOK_TIMEOUT_MS", default_value_t = 5_000)]
+    webhook_timeout_ms: u64,
     /// Serve `/metrics` and `/healthz` here (off when unset).
     #[arg(long, env = "COUPON_CONSUMER_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
@@ -76,6 +84,12 @@ async fn main() -> anyhow::Result<()> {
             "COUPON_DATABASE_URL=memory: a consumer stores into a shared database: postgres://, mysql:// or sqlite://"
         );
     }
+    let webhook = config
+        .webhook_url
+        .as_deref()
+        .map(|url| Webhook::new(url, Duration::from_millis(config.webhook_timeout_ms)))
+        .transpose()
+        .context("COUPON_WEBHOOK_URL")?;
     let topics = &config.kafka_topics;
     // Checked here first, so that the message names this consumer's flags.
     topics.settings()?;
@@ -107,6 +121,12 @@ async fn main() -> anyhow::Result<()> {
     let recorder_config = RecorderConfig::default()
         .with_max_batch(config.batch_max)
         .with_batch_wait(Duration::from_millis(config.batch_wait_ms));
+    // The client's own timeout bounds each call; the runner's is the backstop.
+    let hook_config = HookConfig {
+        call_timeout: Duration::from_millis(config.webhook_timeout_ms) + Duration::from_secs(1),
+        ..HookConfig::default()
+    };
+    let hooks = webhook.map(|webhook| HookRunner::with_config(backends.store.clone(), Arc::new(webhook), hook_config));
     let mut recorder =
         Recorder::new(source, backends.store, recorder_config).with_observer(Arc::new(RecorderMetrics::registered()));
     if let Some(gate) = backends.gate {
@@ -122,7 +142,21 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(group = %config.group, topic = %config.kafka_topic, "coupon-consumer running");
     // A batch in progress at shutdown is not committed: it is delivered again and
     // deduplicated by the store. Every finished batch is already committed.
-    let total = recorder.run_until(coupon_server::config::shutdown_signal()).await;
+    let total = match &hooks {
+        None => recorder.run_until(coupon_server::config::shutdown_signal()).await,
+        Some(hooks) => {
+            // One shutdown signal for both: the hooks stop when the recorder does.
+            let stop = tokio_util::sync::CancellationToken::new();
+            let hooks_done = hooks.run_until(stop.clone().cancelled_owned());
+            let recorded = async {
+                let total = recorder.run_until(coupon_server::config::shutdown_signal()).await;
+                stop.cancel();
+                total
+            };
+            tracing::info!("webhook hooks running");
+            tokio::join!(recorded, hooks_done).0
+        }
+    };
     tracing::info!(?total, "coupon-consumer stopped");
     if let Some(why) = recorder.halted() {
         // Exit non-zero so the operator (or the orchestrator) sees it: nothing past this

@@ -32,7 +32,8 @@
 //! - [`config`]: flags and `COUPON_*` variables; [`backends`]: which gate, log and store.
 //! - [`app`]: the router and the server's lifecycle; [`routes`]: one module per resource.
 //! - [`auth`] (JWT), [`limits`] (rate limits), [`metrics`], [`notify`] (SSE fan-out),
-//!   [`openapi`], [`error`] (the error body).
+//!   [`openapi`], [`error`] (the error body), [`webhook`] (the example post-processing hook,
+//!   run by the consumer).
 
 pub mod app;
 pub mod auth;
@@ -44,6 +45,7 @@ pub mod metrics;
 pub mod notify;
 pub mod openapi;
 pub mod routes;
+pub mod webhook;
 
 pub use app::{AppState, Server, router};
 pub use auth::{Auth, Claims};

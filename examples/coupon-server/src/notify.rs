@@ -4,14 +4,8 @@
 use coupon_core::{CouponId, IssueEvent, RecordObserver};
 use tokio::sync::broadcast;
 
-/// What happened to a coupon.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NoticeKind {
-    /// It is in the store.
-    Stored,
-    /// It was redeemed.
-    Redeemed,
-}
+/// What happened to a coupon: stored or redeemed (the hooks' notices).
+pub use coupon_core::hooks::Notice as NoticeKind;
 
 /// A change to one coupon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,11 +6,9 @@
 
 mod support;
 
-use std::path::Path;
-
 use coupon_testkit::{Service, service, unique_name};
 use support::{
-    Client, Proc, SECRET, check_invariants, flash_sale, free_port, redemption_race, sibling_binary, stored_rows,
+    Proc, check_invariants, flash_sale, free_port, redemption_race, sibling_binary, start_server, stored_rows,
     temp_dir, wait_for_count, wait_for_event,
 };
 
@@ -37,21 +35,9 @@ async fn scenario(database: Service) {
         ("COUPON_DATABASE_URL", db.clone()),
         ("COUPON_REDIS_URL", redis.clone()),
     ];
-    let port = free_port();
     let mut server_env = shared.to_vec();
-    server_env.extend([
-        ("COUPON_LISTEN", format!("127.0.0.1:{port}")),
-        ("COUPON_JWT_SECRET", SECRET.to_owned()),
-        ("COUPON_USER_RATE_LIMIT", "0".to_owned()),
-    ]);
-    let mut server = Proc::start(
-        Path::new(env!("CARGO_BIN_EXE_coupon-server")),
-        "server",
-        &dir,
-        &server_env,
-    );
-    let client = Client::new(port);
-    client.wait_ready(&mut server).await;
+    server_env.push(("COUPON_USER_RATE_LIMIT", "0".to_owned()));
+    let (server, client) = start_server(&dir, free_port(), &server_env).await;
     let consumer = sibling_binary("coupon-consumer");
     let mut consumer_env = shared.to_vec();
     // A member lost in a rebalance is noticed after the session timeout; the Kafka

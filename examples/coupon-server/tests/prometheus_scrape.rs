@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use coupon_testkit::{Service, service, unique_name};
 use support::{
-    Client, Proc, SECRET, deploy_dir as deploy, free_port, metric_base as base, metrics_in_rules_and_dashboard,
-    sibling_binary, temp_dir,
+    Proc, deploy_dir as deploy, free_port, metric_base as base, metrics_in_rules_and_dashboard, sibling_binary,
+    start_server, temp_dir,
 };
 
 /// The metric names Prometheus holds (histogram suffixes removed).
@@ -61,19 +61,8 @@ async fn prometheus_scrapes_every_metric_the_rules_and_the_dashboard_query() {
     ];
     let (server_port, consumer_port, prometheus_port) = (free_port(), free_port(), free_port());
     let mut server_env = shared.to_vec();
-    server_env.extend([
-        ("COUPON_LISTEN", format!("127.0.0.1:{server_port}")),
-        ("COUPON_JWT_SECRET", SECRET.to_owned()),
-        ("COUPON_RECONCILE_SECS", "1".to_owned()),
-    ]);
-    let mut server = Proc::start(
-        Path::new(env!("CARGO_BIN_EXE_coupon-server")),
-        "server",
-        &dir,
-        &server_env,
-    );
-    let client = Client::new(server_port);
-    client.wait_ready(&mut server).await;
+    server_env.push(("COUPON_RECONCILE_SECS", "1".to_owned()));
+    let (server, client) = start_server(&dir, server_port, &server_env).await;
     let mut consumer_env = shared.to_vec();
     consumer_env.extend([
         ("COUPON_CONSUMER_METRICS_LISTEN", format!("127.0.0.1:{consumer_port}")),

@@ -86,6 +86,20 @@ impl Proc {
     }
 }
 
+/// Starts the server binary on `port` with the tests' secret and `env`, and waits until
+/// it is ready.
+pub async fn start_server(dir: &Path, port: u16, env: &[(&str, String)]) -> (Proc, Client) {
+    let mut all = vec![
+        ("COUPON_LISTEN", format!("127.0.0.1:{port}")),
+        ("COUPON_JWT_SECRET", SECRET.to_owned()),
+    ];
+    all.extend(env.iter().cloned());
+    let mut server = Proc::start(Path::new(env!("CARGO_BIN_EXE_coupon-server")), "server", dir, &all);
+    let client = Client::new(port);
+    client.wait_ready(&mut server).await;
+    (server, client)
+}
+
 /// A binary of the workspace, next to this package's server binary.
 pub fn sibling_binary(name: &str) -> PathBuf {
     let server = PathBuf::from(env!("CARGO_BIN_EXE_coupon-server"));
