@@ -29,12 +29,14 @@
 //! # }
 //! ```
 //!
-//! **Where the notices come from: the store, as an outbox.** Each stored coupon is
-//! born with its "stored" notice pending (a column default, so `record` writes nothing
-//! more), and a redemption raises the "redeemed" notice in the same statement that
-//! redeems. [`HookRunner`] reads the pending notices in coupon id order, calls the hook,
-//! and clears each notice it delivered. Neither the recorder nor a consumer group of
-//! its own runs the hooks, because:
+//! **Where the notices come from: the store, as an outbox.** A coupon is stored with its
+//! "stored" notice pending, in the same insert (the SQL stores do so when configured
+//! with `StoreConfig::with_stored_notices`, off by default so that a store without
+//! hooks pays nothing; the memory store always does), and a redemption raises the
+//! "redeemed" notice in the same statement that redeems. [`HookRunner`] reads the
+//! pending notices in coupon id order, calls the hook, and clears each notice it
+//! delivered. Neither the recorder nor a consumer group of its own runs the hooks,
+//! because:
 //!
 //! - only the store knows which admissions became coupons: the log also holds events
 //!   that were voided, refused or fenced, and a recorder that ran hooks would have to

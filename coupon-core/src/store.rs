@@ -88,7 +88,8 @@ pub trait IssueStore: Send + Sync + 'static {
 
     /// Up to `limit` coupons with notices not yet delivered ([`crate::hooks`]), in coupon
     /// id order, after `after` (exclusive) when given. A stored coupon's "stored" notice
-    /// is pending from the moment it is stored; a redemption raises its "redeemed" notice
+    /// is pending from the moment it is stored (where the store raises stored notices: a
+    /// SQL store when configured to); a redemption raises its "redeemed" notice
     /// atomically with the redemption.
     async fn pending_notices(&self, after: Option<CouponId>, limit: usize)
     -> Result<Vec<PendingNotices>, BackendError>;

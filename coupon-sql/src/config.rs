@@ -33,6 +33,7 @@ pub struct StoreConfig {
     #[serde(with = "humantime_serde")]
     pub(crate) lock_timeout: Duration,
     pub(crate) sqlite_fsync_each_commit: bool,
+    pub(crate) stored_notices: bool,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -45,6 +46,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("statement_timeout", &self.statement_timeout)
             .field("lock_timeout", &self.lock_timeout)
             .field("sqlite_fsync_each_commit", &self.sqlite_fsync_each_commit)
+            .field("stored_notices", &self.stored_notices)
             .finish()
     }
 }
@@ -59,6 +61,7 @@ impl Default for StoreConfig {
             statement_timeout: Duration::from_secs(5),
             lock_timeout: Duration::from_secs(2),
             sqlite_fsync_each_commit: true,
+            stored_notices: false,
         }
     }
 }
@@ -140,6 +143,15 @@ impl StoreConfig {
         self.sqlite_fsync_each_commit
     }
 
+    /// Whether `record` raises each stored coupon's "stored" notice for the post-processing
+    /// hooks (`coupon_core::hooks`; default false). Off, a coupon is written with nothing
+    /// pending and the insert costs what it did before hooks: the pending-notice index
+    /// holds only pending rows (on MySQL/MariaDB, which have no partial index, every row).
+    /// Redemptions raise their notice either way (one row each, off the sale's path).
+    pub fn stored_notices(&self) -> bool {
+        self.stored_notices
+    }
+
     /// Sets the pool size (at least 1).
     pub fn with_max_connections(mut self, n: u32) -> Self {
         self.max_connections = n;
@@ -168,6 +180,13 @@ impl StoreConfig {
     /// checkpoints (`NORMAL`).
     pub fn with_sqlite_fsync_each_commit(mut self, fsync: bool) -> Self {
         self.sqlite_fsync_each_commit = fsync;
+        self
+    }
+
+    /// Raises a "stored" notice for each coupon `record` stores ([`StoreConfig::stored_notices`]):
+    /// turn it on where a `HookRunner` delivers them.
+    pub fn with_stored_notices(mut self, on: bool) -> Self {
+        self.stored_notices = on;
         self
     }
 
@@ -218,6 +237,15 @@ pub(crate) fn connect_error(backend: &'static str, e: sqlx::Error) -> BackendErr
         _ => ErrorKind::Unavailable,
     };
     BackendError::new(Component::Store, backend, "connect", kind, e.to_string()).with_source(e)
+}
+
+/// The `pending_notice` value `record` writes under `config`.
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "sqlite")),
+    allow(dead_code)
+)]
+pub(crate) fn stored_notice(config: &StoreConfig) -> Option<i16> {
+    config.stored_notices.then(|| coupon_core::hooks::Notice::Stored.bit())
 }
 
 #[cfg(test)]

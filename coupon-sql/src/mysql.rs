@@ -15,11 +15,11 @@ use crate::common::{
     BatchPlan, CampaignColumns, CouponColumns, amount, backend_error, campaign_ids, explain_refusal, key_ids,
     retry_deadlocks, seq_of, void_outcomes,
 };
-use crate::config::{StoreConfig, connect_error};
+use crate::config::{StoreConfig, connect_error, stored_notice};
 use crate::statements::{Dialect, STORED_AMONG, VOIDED_AMONG, issue_store};
 
 const B: &str = "mysql";
-/// The shared statements on MySQL: 5,000 rows per insert (9 parameters each, under the
+/// The shared statements on MySQL: 5,000 rows per insert (10 parameters each, under the
 /// 65,535 limit), also ids per `IN (...)` list.
 const MYSQL: Dialect<MySql> = Dialect {
     backend: B,
@@ -57,6 +57,9 @@ enum NewRows {
 pub struct MySqlStore {
     pool: MySqlPool,
     new_rows: NewRows,
+    /// What `record` writes to `pending_notice`: `Some(1)` ("stored" pending) with
+    /// [`StoreConfig::stored_notices`], else nothing pending.
+    stored_notice: Option<i16>,
 }
 
 impl MySqlStore {
@@ -104,7 +107,12 @@ impl MySqlStore {
         } else {
             NewRows::Token
         };
-        let store = Self { pool, new_rows };
+        let stored_notice = stored_notice(config);
+        let store = Self {
+            pool,
+            new_rows,
+            stored_notice,
+        };
         if config.migrate {
             store.migrate().await?;
         }
@@ -235,7 +243,7 @@ impl MySqlStore {
         token: Uuid,
     ) -> Result<Vec<Uuid>, BackendError> {
         let mut q: QueryBuilder<MySql> = QueryBuilder::new(
-            "INSERT INTO coupon_coupons (id, campaign_id, user_id, nth, event_id, issued_at, valid_until, record_token, admission_seq) ",
+            "INSERT INTO coupon_coupons (id, campaign_id, user_id, nth, event_id, issued_at, valid_until, record_token, admission_seq, pending_notice) ",
         );
         q.push_values(chunk, |mut row, e| {
             row.push_bind(*e.coupon_id.as_uuid())
@@ -246,7 +254,8 @@ impl MySqlStore {
                 .push_bind(e.issued_at)
                 .push_bind(e.valid_until)
                 .push_bind(token)
-                .push_bind(seq_of(e));
+                .push_bind(seq_of(e))
+                .push_bind(self.stored_notice);
         });
         q.push(" ON DUPLICATE KEY UPDATE id = id");
         match self.new_rows {

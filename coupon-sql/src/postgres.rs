@@ -16,7 +16,7 @@ use crate::common::{
     BatchPlan, CampaignColumns, CouponColumns, LockedCampaign, amount, backend_error, campaign_ids, explain_refusal,
     key_ids, seq_of, void_outcomes,
 };
-use crate::config::StoreConfig;
+use crate::config::{StoreConfig, stored_notice};
 use crate::statements::{CAMPAIGN_COLUMNS, COUPON_COLUMNS, Dialect, issue_store};
 
 const B: &str = "postgres";
@@ -38,6 +38,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgr
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// What `record` writes to `pending_notice`: `Some(1)` ("stored" pending) with
+    /// [`StoreConfig::stored_notices`], else nothing pending.
+    stored_notice: Option<i16>,
 }
 
 impl PgStore {
@@ -67,7 +70,7 @@ impl PgStore {
             .connect(&config.url)
             .await
             .map_err(|e| crate::config::connect_error(B, e))?;
-        let store = Self::from_pool(pool);
+        let store = Self::from_pool(pool).with_stored_notices(config.stored_notices);
         if config.migrate {
             store.migrate().await?;
         }
@@ -76,7 +79,17 @@ impl PgStore {
 
     /// Wraps an existing pool.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            stored_notice: None,
+        }
+    }
+
+    /// Raises a "stored" notice for each coupon `record` stores
+    /// ([`StoreConfig::stored_notices`]; off for a store made with [`PgStore::from_pool`]).
+    pub fn with_stored_notices(mut self, on: bool) -> Self {
+        self.stored_notice = stored_notice(&StoreConfig::default().with_stored_notices(on));
+        self
     }
 
     /// One redemption attempt; `None` when undecided (see [`redeem_until_decided`]).
@@ -263,8 +276,8 @@ impl PgStore {
                 seqs.push(seq_of(e));
             }
             let rows: Vec<Uuid> = sqlx::query_scalar(
-                "INSERT INTO coupon_coupons (id, campaign_id, user_id, nth, event_id, issued_at, valid_until, admission_seq) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::uuid[], $6::timestamptz[], $7::timestamptz[], $8::int8[]) \
+                "INSERT INTO coupon_coupons (id, campaign_id, user_id, nth, event_id, issued_at, valid_until, admission_seq, pending_notice) \
+                 SELECT u.*, $9::int2 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::int4[], $5::uuid[], $6::timestamptz[], $7::timestamptz[], $8::int8[]) AS u \
                  ON CONFLICT DO NOTHING RETURNING id",
             )
             .bind(ids)
@@ -275,6 +288,7 @@ impl PgStore {
             .bind(issued)
             .bind(valid)
             .bind(seqs)
+            .bind(self.stored_notice)
             .fetch_all(&mut *tx)
             .await
             .map_err(err)?;

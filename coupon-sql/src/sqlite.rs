@@ -19,15 +19,15 @@ use crate::common::{
     BatchPlan, CampaignColumns, CouponColumns, amount, backend_error, campaign_ids, corrupt, explain_refusal, key_ids,
     seq_of, void_outcomes,
 };
-use crate::config::{StoreConfig, connect_error};
+use crate::config::{StoreConfig, connect_error, stored_notice};
 use crate::statements::{COUPON_COLUMNS, Dialect, STORED_AMONG, VOIDED_AMONG, issue_store};
 
 const B: &str = "sqlite";
-/// The shared statements on SQLite: 4,000 rows per insert (8 parameters each, under
+/// The shared statements on SQLite: 3,000 rows per insert (9 parameters each, under
 /// SQLite's 32,766 limit), also ids per `IN (...)` list.
 const SQLITE: Dialect<Sqlite> = Dialect {
     backend: B,
-    chunk: 4_000,
+    chunk: 3_000,
     campaign_from_row,
     coupon_from_row,
 };
@@ -46,6 +46,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// What `record` writes to `pending_notice`: `Some(1)` ("stored" pending) with
+    /// [`StoreConfig::stored_notices`], else nothing pending.
+    stored_notice: Option<i16>,
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -84,7 +87,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| connect_error(B, e))?;
-        let store = Self { pool };
+        let store = Self {
+            pool,
+            stored_notice: stored_notice(config),
+        };
         if config.migrate {
             store.migrate().await?;
         }
@@ -232,7 +238,7 @@ impl SqliteStore {
         let mut inserted = HashSet::new();
         for chunk in to_insert.chunks(SQLITE.chunk) {
             let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO coupon_coupons (id, campaign_id, user_id, nth, event_id, issued_at, valid_until, admission_seq) ",
+                "INSERT INTO coupon_coupons (id, campaign_id, user_id, nth, event_id, issued_at, valid_until, admission_seq, pending_notice) ",
             );
             q.push_values(chunk, |mut row, e| {
                 row.push_bind(*e.coupon_id.as_uuid())
@@ -242,7 +248,8 @@ impl SqliteStore {
                     .push_bind(*e.event_id.as_uuid())
                     .push_bind(micros(e.issued_at))
                     .push_bind(micros(e.valid_until))
-                    .push_bind(seq_of(e));
+                    .push_bind(seq_of(e))
+                    .push_bind(self.stored_notice);
             });
             q.push(" ON CONFLICT DO NOTHING RETURNING id");
             let ids: Vec<Uuid> = q.build_query_scalar().fetch_all(&mut *tx).await.map_err(err)?;

@@ -37,6 +37,7 @@ pub struct Config {
     pub(crate) store_max_connections: u32,
     pub(crate) store_statement_timeout_ms: u64,
     pub(crate) store_lock_timeout_ms: u64,
+    pub(crate) store_stored_notices: bool,
     pub(crate) kafka_brokers: Option<String>,
     pub(crate) kafka_topic: String,
     pub(crate) kafka_options: BTreeMap<String, String>,
@@ -62,6 +63,7 @@ impl Default for Config {
             store_max_connections: 10,
             store_statement_timeout_ms: 5_000,
             store_lock_timeout_ms: 2_000,
+            store_stored_notices: false,
             kafka_brokers: None,
             kafka_topic: "coupon-issued".into(),
             kafka_options: BTreeMap::new(),
@@ -89,6 +91,7 @@ impl std::fmt::Debug for Config {
             .field("store_max_connections", &self.store_max_connections)
             .field("store_statement_timeout_ms", &self.store_statement_timeout_ms)
             .field("store_lock_timeout_ms", &self.store_lock_timeout_ms)
+            .field("store_stored_notices", &self.store_stored_notices)
             .field("kafka_brokers", &self.kafka_brokers)
             .field("kafka_topic", &self.kafka_topic)
             .field(
@@ -160,6 +163,14 @@ impl Config {
     /// database's own default; MySQL/MariaDB round up to whole seconds).
     pub fn store_lock_timeout(mut self, timeout: Duration) -> Self {
         self.store_lock_timeout_ms = millis(timeout);
+        self
+    }
+
+    /// Whether the SQL store raises a "stored" notice for each coupon it records, for a
+    /// `HookRunner` to deliver (default false; `coupon_sql::StoreConfig::stored_notices`).
+    /// The in-memory store always does.
+    pub fn store_stored_notices(mut self, on: bool) -> Self {
+        self.store_stored_notices = on;
         self
     }
 

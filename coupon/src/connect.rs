@@ -375,7 +375,8 @@ async fn connect_store(config: &Config) -> Result<Arc<dyn IssueStore>, ConnectEr
             let store_config = coupon_sql::StoreConfig::from_url(url.as_str())
                 .with_max_connections(config.store_max_connections)
                 .with_statement_timeout(Duration::from_millis(config.store_statement_timeout_ms))
-                .with_lock_timeout(Duration::from_millis(config.store_lock_timeout_ms));
+                .with_lock_timeout(Duration::from_millis(config.store_lock_timeout_ms))
+                .with_stored_notices(config.store_stored_notices);
             Ok(coupon_sql::connect(&store_config).await?)
         }
         "postgres" | "postgresql" => Err(missing("postgres")),

@@ -9,13 +9,19 @@ use coupon_testkit::{Service, service, unique_name};
 
 pub async fn postgres() -> Option<Arc<dyn IssueStore>> {
     let url = service(Service::Postgres).await?;
-    Some(Arc::new(PgStore::connect(&StoreConfig::from_url(url)).await.unwrap()))
+    Some(Arc::new(
+        PgStore::connect(&StoreConfig::from_url(url).with_stored_notices(true))
+            .await
+            .unwrap(),
+    ))
 }
 
 pub async fn mysql() -> Option<Arc<dyn IssueStore>> {
     let url = service(Service::Mysql).await?;
     Some(Arc::new(
-        MySqlStore::connect(&StoreConfig::from_url(url)).await.unwrap(),
+        MySqlStore::connect(&StoreConfig::from_url(url).with_stored_notices(true))
+            .await
+            .unwrap(),
     ))
 }
 
@@ -23,7 +29,7 @@ pub async fn mysql() -> Option<Arc<dyn IssueStore>> {
 pub async fn mysql_token_path() -> Option<Arc<dyn IssueStore>> {
     let url = service(Service::Mysql).await?;
     Some(Arc::new(
-        MySqlStore::connect(&StoreConfig::from_url(url))
+        MySqlStore::connect(&StoreConfig::from_url(url).with_stored_notices(true))
             .await
             .unwrap()
             .with_token_path(),
@@ -35,6 +41,8 @@ pub async fn sqlite() -> Option<Arc<dyn IssueStore>> {
     let path = std::env::temp_dir().join(format!("{}.db", unique_name("coupon-sql")));
     let url = format!("sqlite://{}", path.display());
     Some(Arc::new(
-        SqliteStore::connect(&StoreConfig::from_url(url)).await.unwrap(),
+        SqliteStore::connect(&StoreConfig::from_url(url).with_stored_notices(true))
+            .await
+            .unwrap(),
     ))
 }

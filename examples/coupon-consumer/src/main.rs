@@ -102,6 +102,10 @@ async fn main() -> anyhow::Result<()> {
         // This process issues nothing: the gate, when given, is only settled.
         .single_instance(true);
     let mut library = topics.apply(config.store_limits.apply(library));
+    if webhook.is_some() {
+        // The notices the webhook delivers are raised as the coupons are recorded.
+        library = library.store_stored_notices(true);
+    }
     if let Some(url) = &config.redis_url {
         library = library.gate_url(url);
     }

@@ -170,4 +170,11 @@ async fn every_stored_and_redeemed_coupon_reaches_a_flaky_webhook_at_least_once(
     }
     server.terminate().await;
     consumer.terminate().await;
+    drop(conn);
+    let mut admin = PgConnection::connect(&postgres).await.unwrap();
+    let name = db.rsplit('/').next().unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{name}\" WITH (FORCE)")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
 }
