@@ -225,6 +225,11 @@ impl HookRunner {
 
     /// A runner paced by `config` (a page or concurrency of 0 counts as 1).
     pub fn with_config(store: Arc<dyn IssueStore>, hook: Arc<dyn CouponHook>, config: HookConfig) -> Self {
+        // At zero from the start: an alert on `increase()` needs the series to exist.
+        #[cfg(feature = "metrics")]
+        for notice in Notice::ALL {
+            crate::layers::metrics::hook_calls(notice, 0, 0);
+        }
         Self {
             store,
             hook,

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use coupon_testkit::{Service, service, unique_name};
 use support::{
-    Proc, deploy_dir as deploy, free_port, metric_base as base, metrics_in_rules_and_dashboard, sibling_binary,
-    start_server, temp_dir,
+    Proc, accepting_webhook, deploy_dir as deploy, drop_database, free_port, metric_base as base,
+    metrics_in_rules_and_dashboard, own_database, sibling_binary, start_server, temp_dir,
 };
 
 /// The metric names Prometheus holds (histogram suffixes removed).
@@ -37,7 +37,7 @@ async fn scraped(http: &reqwest::Client, prometheus: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn prometheus_scrapes_every_metric_the_rules_and_the_dashboard_query() {
-    let (Some(redis), Some(kafka), Some(db), Some(promtool)) = (
+    let (Some(redis), Some(kafka), Some(postgres), Some(promtool)) = (
         service(Service::Redis).await,
         service(Service::Kafka).await,
         service(Service::Postgres).await,
@@ -50,13 +50,16 @@ async fn prometheus_scrapes_every_metric_the_rules_and_the_dashboard_query() {
     assert!(prometheus_binary.exists(), "{} is missing", prometheus_binary.display());
 
     let dir = temp_dir("coupon-prometheus");
+    // The consumer runs a webhook (its metrics are queried by the rules), so the store is
+    // the test's own: a hook runner delivers every pending notice of its store.
+    let db = own_database(&postgres, "coupon_prometheus").await;
     let shared = [
         ("COUPON_KAFKA_BROKERS", kafka),
         ("COUPON_KAFKA_TOPIC", unique_name("prom-issued")),
         ("COUPON_KAFKA_PARTITIONS", "2".to_owned()),
         ("COUPON_KAFKA_SINGLE_BROKER", "true".to_owned()),
         ("COUPON_CONSUMER_GROUP", unique_name("prom-recorder")),
-        ("COUPON_DATABASE_URL", db),
+        ("COUPON_DATABASE_URL", db.clone()),
         ("COUPON_REDIS_URL", redis),
     ];
     let (server_port, consumer_port, prometheus_port) = (free_port(), free_port(), free_port());
@@ -67,6 +70,7 @@ async fn prometheus_scrapes_every_metric_the_rules_and_the_dashboard_query() {
     consumer_env.extend([
         ("COUPON_CONSUMER_METRICS_LISTEN", format!("127.0.0.1:{consumer_port}")),
         ("COUPON_CONSUMER_REJOIN_AFTER_SECS", "2".to_owned()),
+        ("COUPON_WEBHOOK_URL", accepting_webhook().await),
     ]);
     let consumer = Proc::start(&sibling_binary("coupon-consumer"), "consumer", &dir, &consumer_env);
 
@@ -156,4 +160,7 @@ async fn prometheus_scrapes_every_metric_the_rules_and_the_dashboard_query() {
         .filter(|a| a["state"] == "firing")
         .collect();
     assert!(firing.is_empty(), "alerts firing on a healthy sale: {firing:?}");
+    server.terminate().await;
+    consumer.terminate().await;
+    drop_database(&postgres, &db).await;
 }

@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use coupon_testkit::{Service, service, unique_name};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
-use support::{Proc, free_port, sibling_binary, start_server, temp_dir};
+use support::{Proc, drop_database, free_port, own_database, sibling_binary, start_server, temp_dir};
 
 /// What the receiver saw: requests, refusals, and each idempotency key's first body.
 #[derive(Debug, Default)]
@@ -46,19 +46,6 @@ async fn receive(State(seen): State<Arc<Mutex<Received>>>, headers: HeaderMap, J
     StatusCode::NO_CONTENT
 }
 
-/// A PostgreSQL database of this test's own: the hook runner delivers every pending
-/// notice of its store, and the shared database holds other tests' coupons.
-async fn own_database(url: &str) -> String {
-    let name = unique_name("coupon_hooks").replace('-', "_");
-    let mut admin = PgConnection::connect(url).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = url.rsplit_once('/').expect("a database URL ends in /<database>");
-    format!("{base}/{name}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stored_and_redeemed_coupon_reaches_a_flaky_webhook_at_least_once() {
     let (Some(redis), Some(kafka), Some(postgres)) = (
@@ -68,7 +55,9 @@ async fn every_stored_and_redeemed_coupon_reaches_a_flaky_webhook_at_least_once(
     ) else {
         return;
     };
-    let db = own_database(&postgres).await;
+    // Its own database: the hook runner delivers every pending notice of its store, and
+    // the shared database holds other tests' coupons.
+    let db = own_database(&postgres, "coupon_hooks").await;
     let seen = Arc::new(Mutex::new(Received::default()));
     let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let webhook = format!("http://{}/coupons", receiver.local_addr().unwrap());
@@ -171,10 +160,5 @@ async fn every_stored_and_redeemed_coupon_reaches_a_flaky_webhook_at_least_once(
     server.terminate().await;
     consumer.terminate().await;
     drop(conn);
-    let mut admin = PgConnection::connect(&postgres).await.unwrap();
-    let name = db.rsplit('/').next().unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{name}\" WITH (FORCE)")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    drop_database(&postgres, &db).await;
 }

@@ -463,3 +463,40 @@ pub fn metrics_in_rules_and_dashboard() -> std::collections::BTreeSet<String> {
     names.extend(metrics_queried(&read("grafana/dashboards/coupon.json")));
     names
 }
+
+/// A PostgreSQL database of the test's own on the server `url` names, named from
+/// `prefix`; its URL.
+pub async fn own_database(url: &str, prefix: &str) -> String {
+    use sqlx::Connection;
+    let name = coupon_testkit::unique_name(prefix).replace('-', "_");
+    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let (base, _) = url.rsplit_once('/').expect("a database URL ends in /<database>");
+    format!("{base}/{name}")
+}
+
+/// Drops the database `db` (a URL from [`own_database`]) on the server `url` names.
+pub async fn drop_database(url: &str, db: &str) {
+    use sqlx::Connection;
+    let name = db.rsplit('/').next().unwrap();
+    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE \"{name}\" WITH (FORCE)")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+}
+
+/// A webhook receiver that takes everything (204); its URL.
+pub async fn accepting_webhook() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(|| async { axum::http::StatusCode::NO_CONTENT }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
