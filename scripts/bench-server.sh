@@ -4,7 +4,9 @@
 # mode: the seed's k6 scenario (2,800 requests/s for 60 s, at most 3,000 in flight,
 # 100,000 coupons) and a search for the highest constant rate with p99 < 10 ms; beside
 # them, in the same run, the machine's ceilings: wrk against the same server's
-# /healthz and redis-benchmark driving the gate's admit.lua.
+# /healthz and redis-benchmark driving the gate's admit.lua; and the broker's floor:
+# coupon-kafka's bare_producer (KafkaLog's producer settings, no server) at the seed's
+# rate and at each after-log step's rate, with the stack stopped.
 #
 #   scripts/bench-server.sh                     # everything (~15 minutes)
 #   COUPON_BENCH_MODES=after-log scripts/bench-server.sh
@@ -36,6 +38,7 @@ eval "$(scripts/services.sh env)"
 REDIS_URL="${COUPON_BENCH_REDIS_URL:-$COUPON_TEST_REDIS_URL}"
 DATABASE_URL="${COUPON_BENCH_DATABASE_URL:-$COUPON_TEST_POSTGRES_URL}"
 cargo build --release -p coupon-server -p coupon-consumer -p coupon-loadgen
+cargo build --release -p coupon-kafka --example bare_producer
 BIN=target/release
 PIDS=()
 
@@ -82,6 +85,9 @@ cpu_between() {
 }
 
 loadgen() { "$BIN/coupon-loadgen" --url "http://127.0.0.1:$PORT" --secret "$SECRET" --json --quiet "$@"; }
+# The broker's floor at a rate: `floor RATE SECONDS > file.json` (its own fresh topic of
+# 6 partitions, as the server's; 2 s of warm-up at the same rate).
+floor() { "$BIN/examples/bare_producer" --brokers "$COUPON_TEST_KAFKA_BROKERS" --rate "$1" --seconds "$2" --json; }
 field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, d))" "$@"; }
 
 # Ceilings, measured in this run.
@@ -106,6 +112,14 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM; eve
 printf 'ceiling  wrk /healthz (-t2 -c256 10s)            %10.0f req/s\n' "$WRK"
 printf 'ceiling  redis-benchmark EVALSHA admit.lua -c 50 %10.0f req/s\n' "$REDIS_RATE"
 
+secs() { python3 -c "import re,sys; m=re.fullmatch(r'(\d+)s', sys.argv[1]); print(m.group(1) if m else 10)" "$1"; }
+if [[ $SEED != 0 ]]; then
+  floor 2800 "$(secs "$SEED_DURATION")" >"$OUT/floor-2800.json"
+  printf 'floor    bare producer 2800/s: p50=%.2fms p95=%.2fms p99=%.2fms errors=%s\n' \
+    "$(field "$OUT/floor-2800.json" "latency_ms['p50']")" "$(field "$OUT/floor-2800.json" "latency_ms['p95']")" \
+    "$(field "$OUT/floor-2800.json" "latency_ms['p99']")" "$(field "$OUT/floor-2800.json" errors)"
+fi
+
 for mode in $MODES; do
   start_stack "$mode"
   [[ $SEED == 0 ]] || loadgen --mode rate --rate 2800 --duration "$SEED_DURATION" --max-in-flight 3000 --stock 100000 --wait-stored 120s \
@@ -126,6 +140,13 @@ for mode in $MODES; do
     dropped=$(field "$f" dropped)
     printf '%-11s rate %6s/s: achieved=%8.0f/s p50=%.2fms p99=%.2fms dropped=%s consistency=%s\n' "$mode" "$rate" "$achieved" \
       "$(field "$f" "latency_ms['p50']")" "$p99" "$dropped" "$(field "$f" "consistency['ok']")"
+    if [[ $mode == after-log ]]; then
+      # The floor at the same rate, right after the step, with the stack idle.
+      floor "$rate" "$(secs "$STEP_DURATION")" >"$OUT/floor-$rate.json"
+      fp99=$(field "$OUT/floor-$rate.json" "latency_ms['p99']")
+      printf '%-11s rate %6s/s: bare producer p50=%.2fms p99=%.2fms; after-log p99 - floor p99 = %.2f ms (goal <= 1)\n' floor "$rate" \
+        "$(field "$OUT/floor-$rate.json" "latency_ms['p50']")" "$fp99" "$(python3 -c "print($p99 - $fp99)")"
+    fi
     if python3 -c "import sys; sys.exit(0 if $p99 < 10 and $dropped == 0 and $achieved >= 0.97 * $rate else 1)"; then
       best=$rate
     else

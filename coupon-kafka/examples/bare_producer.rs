@@ -47,6 +47,10 @@ struct Args {
     /// topic's metadata and the broker's first writes are not the steady state.
     #[arg(long, default_value_t = 2)]
     warmup_seconds: u64,
+    /// One JSON object on stdout instead of the two lines of text (for
+    /// `scripts/bench-server.sh`).
+    #[arg(long)]
+    json: bool,
 }
 
 #[tokio::main]
@@ -110,13 +114,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let h = latencies.lock().expect("histogram");
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let achieved = (total - warmup) as f64 / elapsed.as_secs_f64();
+    let errors = errors.load(std::sync::atomic::Ordering::Relaxed);
+    if args.json {
+        let report = serde_json::json!({
+            "rate": args.rate,
+            "seconds": args.seconds,
+            "achieved_rate": achieved,
+            "delivered": h.len(),
+            "errors": errors,
+            "partitions": args.partitions,
+            "linger_ms": args.linger_ms,
+            "latency_ms": {"p50": ms(0.50), "p95": ms(0.95), "p99": ms(0.99), "max": h.max() as f64 / 1000.0},
+        });
+        println!("{report}");
+        return Ok(());
+    }
     println!(
         "bare producer: {} messages at {}/s for {} s ({:.0}/s achieved), {} errors, {} partitions, linger {} ms",
         h.len(),
         args.rate,
         args.seconds,
-        (total - warmup) as f64 / elapsed.as_secs_f64(),
-        errors.load(std::sync::atomic::Ordering::Relaxed),
+        achieved,
+        errors,
         args.partitions,
         args.linger_ms
     );
