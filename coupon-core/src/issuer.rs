@@ -164,6 +164,9 @@ pub struct Issuer {
     config: IssuerConfig,
     background: TaskTracker,
     background_permits: Arc<tokio::sync::Semaphore>,
+    /// The `after-store` group commit, started by the first such issue (inside a
+    /// runtime), shared by the clones.
+    store_writer: Arc<std::sync::OnceLock<store_writer::StoreWriter>>,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -200,6 +203,7 @@ impl Issuer {
             config,
             background: TaskTracker::new(),
             background_permits: Arc::new(tokio::sync::Semaphore::new(config.max_background_publishes)),
+            store_writer: Arc::new(std::sync::OnceLock::new()),
         })
     }
 
@@ -328,7 +332,10 @@ impl Issuer {
             }
             AckMode::AfterStore => {
                 let store = self.store.clone();
-                let events = [event.clone()];
+                let writer = self
+                    .store_writer
+                    .get_or_init(|| store_writer::StoreWriter::new(self.store.clone()));
+                let pending = event.clone();
                 let write = async move {
                     let refused = |message: String| {
                         BackendError::new(
@@ -339,21 +346,15 @@ impl Issuer {
                             message,
                         )
                     };
-                    match store.record(&events).await?.pop() {
-                        Some(RecordOutcome::Stored | RecordOutcome::Duplicate) => Ok(()),
-                        Some(RecordOutcome::Rejected { reason }) => {
+                    // One batch with the other requests' events (a group commit).
+                    match writer.record(pending).await? {
+                        RecordOutcome::Stored | RecordOutcome::Duplicate => Ok(()),
+                        RecordOutcome::Rejected { reason } => {
                             Err(refused(format!("the store refused the coupon: {reason}")))
                         }
-                        Some(RecordOutcome::Fenced { fence }) => {
+                        RecordOutcome::Fenced { fence } => {
                             Err(refused(format!("the store fenced the coupon off: {fence}")))
                         }
-                        None => Err(BackendError::new(
-                            Component::Store,
-                            store.backend(),
-                            "record",
-                            ErrorKind::Corrupt,
-                            "the store answered no outcome for one event",
-                        )),
                     }
                 };
                 self.acknowledge(Component::Store, self.store.backend(), "record", &event, write)
@@ -432,6 +433,8 @@ async fn release(gate: &dyn IssueGate, store: &dyn IssueStore, event: &IssueEven
         tracing::error!(error = %e, coupon = %event.coupon_id, "could not void and release an unacknowledged admission; the reconciler will");
     }
 }
+
+mod store_writer;
 
 #[cfg(test)]
 mod tests;
