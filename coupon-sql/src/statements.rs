@@ -27,6 +27,17 @@ pub(crate) const CAMPAIGN_COLUMNS: &str = "id, name, total_quantity, per_user_li
 pub(crate) const COUPON_COLUMNS: &str =
     "id, campaign_id, user_id, nth, issued_at, valid_until, state, redeemed_at, order_id";
 
+/// A coupon's columns (prefixed `c.`) with its campaign's `min_order_amount`, up to
+/// `WHERE c.id = `; built once.
+static COUPON_WITH_MIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let columns: Vec<String> = COUPON_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect();
+    format!(
+        "SELECT {}, k.min_order_amount FROM coupon_coupons c JOIN coupon_campaigns k ON k.id = c.campaign_id \
+         WHERE c.id = ",
+        columns.join(", ")
+    )
+});
+
 /// Coupon ids already voided, among a list (`present`).
 pub(crate) const VOIDED_AMONG: &str = "SELECT coupon_id FROM coupon_voids WHERE coupon_id IN (";
 /// Coupon ids already stored, among a list (`present`).
@@ -456,12 +467,7 @@ where
         pool: &Pool<DB>,
         id: &CouponId,
     ) -> Result<Option<(Coupon, Option<i64>)>, BackendError> {
-        let columns: Vec<String> = COUPON_COLUMNS.split(", ").map(|c| format!("c.{c}")).collect();
-        let mut q = QueryBuilder::<DB>::new(format!(
-            "SELECT {}, k.min_order_amount FROM coupon_coupons c JOIN coupon_campaigns k ON k.id = c.campaign_id \
-             WHERE c.id = ",
-            columns.join(", ")
-        ));
+        let mut q = QueryBuilder::<DB>::new(COUPON_WITH_MIN.as_str());
         q.push_bind(*id.as_uuid());
         let err = self.error("redeem");
         let Some(row) = q.build().fetch_optional(pool).await.map_err(&err)? else {

@@ -70,25 +70,26 @@ async fn run(store: Arc<dyn IssueStore>, mut rx: mpsc::Receiver<Write>) {
         }
         let store = store.clone();
         tokio::spawn(async move {
-            let events: Vec<IssueEvent> = batch.iter().map(|w| w.event.clone()).collect();
+            // The events move into the batch; each reply waits for its outcome.
+            let (events, replies): (Vec<IssueEvent>, Vec<_>) = batch.into_iter().map(|w| (w.event, w.reply)).unzip();
             match store.record(&events).await {
-                Ok(outcomes) if outcomes.len() == batch.len() => {
-                    for (write, outcome) in batch.into_iter().zip(outcomes) {
-                        let _ = write.reply.send(Ok(outcome));
+                Ok(outcomes) if outcomes.len() == replies.len() => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
                     }
                 }
                 Ok(outcomes) => {
                     let message = format!(
                         "the store answered {} outcomes for {} events",
                         outcomes.len(),
-                        batch.len()
+                        replies.len()
                     );
                     reply_all(
-                        batch,
+                        replies,
                         &BackendError::new(Component::Store, store.backend(), "record", ErrorKind::Corrupt, message),
                     );
                 }
-                Err(e) => reply_all(batch, &e),
+                Err(e) => reply_all(replies, &e),
             }
             drop(slot);
         });
@@ -97,10 +98,10 @@ async fn run(store: Arc<dyn IssueStore>, mut rx: mpsc::Receiver<Write>) {
 
 /// Every write of a failed batch gets the error (the batch is one transaction: nothing of
 /// it was written, or, for an unknown outcome, any of it may have been).
-fn reply_all(batch: Vec<Write>, e: &BackendError) {
-    for write in batch {
+fn reply_all(replies: Vec<oneshot::Sender<Result<RecordOutcome, BackendError>>>, e: &BackendError) {
+    for reply in replies {
         let copy = BackendError::new(e.component, e.backend, e.operation, e.kind, e.message.clone());
-        let _ = write.reply.send(Err(copy));
+        let _ = reply.send(Err(copy));
     }
 }
 
