@@ -69,7 +69,7 @@ my_raw=$(python3 -c "print(round($ROWS / ($t1 - $t0)))")
 
 thrpt() { # criterion's middle estimate for record/<db>/<batch>, in elements/s
   grep -A3 "^record/$1/$2" "$WORK/criterion.txt" | grep thrpt | head -1 |
-    sed -E 's/.*\[[^ ]+ [^ ]+ ([0-9.]+) ([KM]?)elem\/s.*/\1 \2/' |
+    sed -E 's/.*\[[^ ]+ +[^ ]+ +([0-9.]+) +([KM]?)elem\/s.*/\1 \2/' |
     awk '{ m = ($2 == "K") ? 1e3 : (($2 == "M") ? 1e6 : 1); printf "%.0f", $1 * m }'
 }
 echo

@@ -19,8 +19,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for c in "$@"; do
   mkdir -p "$work/$c"
-  git show "$c:coupon-redis/lua/admit.lua" >"$work/$c/admit.lua"
-  git show "$c:coupon-redis/lua/open.lua" >"$work/$c/open.lua"
+  # Since 30ad26b the scripts share lua/prelude.lua, sent in front of each (as scripts.rs does).
+  git show "$c:coupon-redis/lua/prelude.lua" >"$work/$c/prelude.lua" 2>/dev/null || : >"$work/$c/prelude.lua"
+  cat "$work/$c/prelude.lua" <(git show "$c:coupon-redis/lua/admit.lua") >"$work/$c/admit.lua"
+  cat "$work/$c/prelude.lua" <(git show "$c:coupon-redis/lua/open.lua") >"$work/$c/open.lua"
 done
 declare -A sum
 for round in $(seq "$rounds"); do
@@ -30,7 +32,7 @@ for round in $(seq "$rounds"); do
     tag="bench-admit-$RANDOM$RANDOM"
     keys=("cpn:{$tag}:meta" "cpn:{$tag}:holds" "cpn:{$tag}:ledger")
     cli EVAL "$(cat "$work/$c/open.lua")" 3 "${keys[@]}" 1000000000 1 $((now_ms - 1000)) \
-      $((now_ms + 3600000)) $((now_ms + 7200000)) >/dev/null
+      $((now_ms + 3600000)) $((now_ms + 7200000)) | grep -qx 1 || { echo "open.lua of $c did not open the campaign" >&2; exit 1; }
     # Before protocol v2 the script took users only; since, pairs of coupon id and user.
     if grep -q 'ARGV: now_ms, user_1' "$work/$c/admit.lua"; then
       args=("$now_ms" "u:__rand_int__")

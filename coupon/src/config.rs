@@ -42,6 +42,7 @@ pub struct Config {
     pub(crate) kafka_topic: String,
     pub(crate) kafka_options: BTreeMap<String, String>,
     pub(crate) kafka_single_broker: bool,
+    pub(crate) kafka_key_by_campaign: bool,
     pub(crate) kafka_partitions: i32,
     pub(crate) kafka_replication_factor: i32,
     pub(crate) kafka_min_insync_replicas: i32,
@@ -68,6 +69,7 @@ impl Default for Config {
             kafka_topic: "coupon-issued".into(),
             kafka_options: BTreeMap::new(),
             kafka_single_broker: false,
+            kafka_key_by_campaign: false,
             kafka_partitions: 6,
             kafka_replication_factor: 3,
             kafka_min_insync_replicas: 2,
@@ -99,6 +101,7 @@ impl std::fmt::Debug for Config {
                 &coupon_core::error::redact_settings(&self.kafka_options),
             )
             .field("kafka_single_broker", &self.kafka_single_broker)
+            .field("kafka_key_by_campaign", &self.kafka_key_by_campaign)
             .field("kafka_partitions", &self.kafka_partitions)
             .field("kafka_replication_factor", &self.kafka_replication_factor)
             .field("kafka_min_insync_replicas", &self.kafka_min_insync_replicas)
@@ -197,6 +200,17 @@ impl Config {
     /// created with one copy, and `after-log` accepts a topic that one lost disk empties.
     pub fn kafka_single_broker(mut self, single: bool) -> Self {
         self.kafka_single_broker = single;
+        self
+    }
+
+    /// Keys issue events by campaign instead of by user (`coupon_kafka::PartitionKey`):
+    /// a campaign's events go to one partition, in admission order, so a flash sale's
+    /// produce requests carry one partition's batch each (fewer, larger appends for the
+    /// broker), but one recorder of the group records that campaign. Default false: by
+    /// user, a hot campaign spreads over every partition and every recorder. Neither
+    /// order is needed for correctness (each event is independent, the store idempotent).
+    pub fn kafka_key_by_campaign(mut self, by_campaign: bool) -> Self {
+        self.kafka_key_by_campaign = by_campaign;
         self
     }
 

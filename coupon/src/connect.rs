@@ -517,6 +517,11 @@ async fn kafka_log_described(
     let rejoin_after = Duration::from_secs(config.kafka_rejoin_after_secs.max(1));
     let check_every = kafka_config.stall_check_every().min(rejoin_after);
     let kafka_config = kafka_config.with_stall_rejoin(check_every, rejoin_after);
+    let kafka_config = if config.kafka_key_by_campaign {
+        kafka_config.with_partition_key(coupon_kafka::PartitionKey::Campaign)
+    } else {
+        kafka_config
+    };
     let settings = if config.kafka_single_broker {
         TopicSettings::single_broker(config.kafka_partitions)
     } else {

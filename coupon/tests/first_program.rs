@@ -280,3 +280,62 @@ async fn a_recording_process_without_kafka_is_refused_by_setting() {
     let refused = coupon::Backends::connect_recorder(&Config::new()).await.unwrap_err();
     assert!(refused.to_string().contains("kafka_brokers"), "{refused}");
 }
+
+/// The partitions of the topic that `count` issues to distinct users of one campaign
+/// were published to, with `config`'s partition key.
+async fn partitions_of_one_campaign(config: Config, count: usize) -> std::collections::BTreeSet<i32> {
+    let group = unique_name("partition-key");
+    let config = config.consumer_group(&group);
+    let coupons = coupon::connect(&config).await.unwrap();
+    let now = chrono::Utc::now();
+    let launch = NewCampaign::new(unique_name("keyed"), 100, now, now + chrono::Duration::hours(1));
+    let campaign = coupons.campaigns().create(launch).await.unwrap();
+    coupons.campaigns().open(&campaign.id).await.unwrap();
+    for _ in 0..count {
+        let user = UserId::new(unique_name("user")).unwrap();
+        assert!(matches!(
+            coupons.issuer().issue(&campaign.id, &user).await.unwrap(),
+            IssueOutcome::Issued(_)
+        ));
+    }
+    let mut source = coupons.log().expect("the Kafka log").subscribe(&group).await.unwrap();
+    let mut partitions = std::collections::BTreeSet::new();
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen < count {
+        assert!(Instant::now() < deadline, "read {seen} of {count} events within 60 s");
+        let batch = source.next_batch(100, Duration::from_millis(500)).await.unwrap();
+        for record in &batch.records {
+            assert_eq!(record.decode().unwrap().campaign_id, campaign.id);
+            partitions.insert(record.partition);
+            seen += 1;
+        }
+    }
+    partitions
+}
+
+#[tokio::test]
+async fn keyed_by_campaign_a_campaigns_events_share_one_partition_and_by_user_they_spread() {
+    let (Some(redis), Some(kafka), Some(postgres)) = (
+        service(Service::Redis).await,
+        service(Service::Kafka).await,
+        service(Service::Postgres).await,
+    ) else {
+        return;
+    };
+    let config = |by_campaign: bool| {
+        Config::new()
+            .gate_url(&redis)
+            .kafka_brokers(&kafka)
+            .kafka_topic(unique_name("partition-key"))
+            .kafka_single_broker(true)
+            .kafka_topic_layout(6, 1, 1)
+            .kafka_key_by_campaign(by_campaign)
+            .store_url(&postgres)
+    };
+    let by_campaign = partitions_of_one_campaign(config(true), 24).await;
+    assert_eq!(by_campaign.len(), 1, "one campaign, one partition: {by_campaign:?}");
+    // 24 users hashed over 6 partitions all landing on one: odds of 6^-23.
+    let by_user = partitions_of_one_campaign(config(false), 24).await;
+    assert!(by_user.len() > 1, "keyed by user, a campaign spreads: {by_user:?}");
+}

@@ -89,7 +89,7 @@ fn library_config(config: &ServerConfig) -> coupon::Config {
     for (key, value) in &config.kafka_options {
         library = library.kafka_option(key, value);
     }
-    library
+    library.kafka_key_by_campaign(config.kafka_partition_key == crate::config::PartitionKeyArg::Campaign)
 }
 
 /// A refusal or failure of [`coupon::Backends::connect`], in this server's flag names.

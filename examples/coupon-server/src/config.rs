@@ -90,6 +90,18 @@ pub struct ServerConfig {
     )]
     pub kafka_options: Vec<(String, String)>,
 
+    /// What issue events are keyed (partitioned) by: `user` spreads a hot campaign over
+    /// every partition and recorder; `campaign` keeps it on one partition, in admission
+    /// order (fewer, larger produce requests). BENCHMARKS.md measures both.
+    #[arg(
+        long,
+        env = "COUPON_KAFKA_PARTITION_KEY",
+        value_enum,
+        default_value = "user",
+        global = true
+    )]
+    pub kafka_partition_key: PartitionKeyArg,
+
     /// The consumer group of the recorders (the reconciler reads its committed position).
     #[arg(
         long,
@@ -230,6 +242,15 @@ pub struct KafkaTopicArgs {
     pub kafka_single_broker: bool,
 }
 
+/// `--kafka-partition-key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PartitionKeyArg {
+    /// By user (the default).
+    User,
+    /// By campaign.
+    Campaign,
+}
+
 impl Default for KafkaTopicArgs {
     fn default() -> Self {
         Self {
@@ -303,6 +324,7 @@ impl ServerConfig {
             kafka_topic: "coupon-issued".into(),
             kafka_topics: KafkaTopicArgs::default(),
             kafka_options: Vec::new(),
+            kafka_partition_key: PartitionKeyArg::User,
             consumer_group: "coupon-recorder".into(),
             database_url: "sqlite://coupon.db?mode=rwc".into(),
             store_limits: StoreLimits::default(),
@@ -403,6 +425,19 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("`linger.ms` is not a librdkafka `key=value` setting"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_partition_key_flag_is_user_by_default_and_bad_values_are_named() {
+        let cli = Cli::try_parse_from(["coupon-server", "--kafka-partition-key", "campaign"]).unwrap();
+        assert_eq!(cli.serve.kafka_partition_key, PartitionKeyArg::Campaign);
+        let default = Cli::try_parse_from(["coupon-server"]).unwrap();
+        assert_eq!(default.serve.kafka_partition_key, PartitionKeyArg::User);
+        let err = Cli::try_parse_from(["coupon-server", "--kafka-partition-key", "order"]).unwrap_err();
+        assert!(
+            err.to_string().contains("'order'") && err.to_string().contains("campaign"),
             "{err}"
         );
     }

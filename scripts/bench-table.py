@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""The side-by-side table of scripts/bench-server.sh, as Markdown, from its JSON files.
+
+    python3 scripts/bench-table.py /tmp/coupon-bench naive after-gate after-store after-log
+
+Every figure is beside its ceiling from the same run: rates as a ratio to redis-benchmark
+driving admit.lua (the gate's own ceiling), server CPU per issued coupon as a ratio to the
+CPU of one /healthz request, after-log's latency as a difference to the bare producer's.
+"""
+
+import json
+import os
+import sys
+
+out, modes = sys.argv[1], sys.argv[2:]
+
+
+def load(name):
+    path = os.path.join(out, name)
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def ms(v):
+    return f"{v:.2f} ms"
+
+
+ceil = load("ceilings.json")
+healthz_us = ceil["healthz_cpu_s"] * 1e6 / ceil["healthz_requests"]
+redis = ceil["redis"]
+label = {
+    "naive": "naive: axum + one `EVALSHA` (no log, no store)",
+    "after-gate": "`after-gate`",
+    "after-store": "`after-store`",
+    "after-log": "`after-log`",
+}
+
+print(f"Gate: Redis {ceil['gate']}; ceilings of this run: `wrk` /healthz {ceil['wrk']:,.0f} req/s at "
+      f"{healthz_us:.1f} µs of server CPU per request; `redis-benchmark -c 50 EVALSHA admit.lua` on the "
+      f"campaign's node {redis:,.0f} req/s.")
+print()
+print("| | seed 2,800/s: p50 / p95 / p99 | errors | highest step with p99 < 10 ms (× admit.lua ceiling) "
+      "| closed loop, 256 workers (× admit.lua ceiling) | closed loop p99 | server CPU per issued coupon (× /healthz request) |")
+print("| --- | --- | ---: | --- | --- | ---: | --- |")
+for mode in modes:
+    seed, closed, cpu = load(f"seed-{mode}.json"), load(f"max-{mode}.json"), load(f"cpu-{mode}.json")
+    best = int(open(os.path.join(out, f"best-{mode}")).read().strip() or 0)
+    ack, _, key = mode.partition(":")
+    cells = [label.get(ack, ack) + (f", events keyed by {key}" if key else "")]
+    if seed:
+        lat = seed["latency_ms"]
+        a = seed["answers"]
+        errors = seed["requests"] - a.get("issued", 0) - a.get("sold_out", 0) - a.get("already_issued", 0)
+        ok = "" if seed["consistency"]["ok"] else " (consistency FAILED)"
+        cells += [f"{lat['p50']:.2f} / {lat['p95']:.2f} / {lat['p99']:.2f} ms{ok}", str(errors)]
+    else:
+        cells += ["", ""]
+    cells.append(f"{best:,}/s ({best / redis:.3f})")
+    if closed and cpu:
+        issued = closed["answers"].get("issued", 0)
+        us = cpu["server_cpu_s"] * 1e6 / max(1, issued)
+        refused = ", ".join(f"{n:,} `{code}`" for code, n in sorted(closed["answers"].items()) if code != "issued")
+        cells += [f"{closed['achieved_rate']:,.0f}/s ({closed['achieved_rate'] / redis:.2f})"
+                  + (f"; also answered {refused}" if refused else ""),
+                  ms(closed["latency_ms"]["p99"]), f"{us:.1f} µs ({us / healthz_us:.1f})"]
+    else:
+        cells += ["", "", ""]
+    print("| " + " | ".join(cells) + " |")
+
+floor = load("floor-2800.json")
+unders = [(mode, load(f"floor-under-load-{mode}.json")) for mode in modes]
+under = next((f for mode, f in unders if mode == "after-log" and f), None)
+rows = [("bare producer, 2,800/s, stack idle", floor)]
+rows += [(f"bare producer, 200/s, beside the seed of {label.get(m.partition(':')[0])}"
+          + (f", keyed by {m.partition(':')[2]}" if ":" in m else ""), f) for m, f in unders if f]
+for name, f in rows:
+    if f:
+        lat = f["latency_ms"]
+        print(f"| {name} | {lat['p50']:.2f} / {lat['p95']:.2f} / {lat['p99']:.2f} ms | {f['errors']} | | | | |")
+
+print()
+print("Goals (issue 15):")
+seed = load("seed-after-log.json")
+if seed:
+    p95 = seed["latency_ms"]["p95"]
+    print(f"- `after-log` seed p95 < 5 ms: {ms(p95)}, {'met' if p95 < 5 else 'not met'}"
+          + (f"; the bare producer's p95 at the same rate, idle: {ms(floor['latency_ms']['p95'])}" if floor else "")
+          + (f"; beside the seed: {ms(under['latency_ms']['p95'])}" if under else "") + ".")
+steps = sorted(int(n[len("floor-"):-len(".json")]) for n in os.listdir(out)
+               if n.startswith("floor-") and n[len("floor-"):-len(".json")].isdigit() and n != "floor-2800.json"
+               and os.path.exists(os.path.join(out, f"step-after-log-{n[len('floor-'):-len('.json')]}.json")))
+for rate in steps:
+    step, f = load(f"step-after-log-{rate}.json"), load(f"floor-{rate}.json")
+    gap = step["latency_ms"]["p99"] - f["latency_ms"]["p99"]
+    print(f"- {rate:,}/s: `after-log` p99 {ms(step['latency_ms']['p99'])} - bare producer p99 "
+          f"{ms(f['latency_ms']['p99'])} = {gap:.2f} ms ({'met' if gap <= 1 else 'not met'}; goal <= 1 ms).")
