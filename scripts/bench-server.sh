@@ -168,9 +168,21 @@ for mode in $MODES; do
       floor 200 "$(secs "$SEED_DURATION")" >"$OUT/floor-under-load-$mode.json" &
       floor_pid=$!
     fi
+    # The server's own histograms before and after: where the seed's time went inside it.
+    curl -fs "http://127.0.0.1:$PORT/metrics" >"$OUT/metrics-before-$mode.txt" 2>/dev/null || true
     loadgen --mode rate --rate 2800 --duration "$SEED_DURATION" --max-in-flight 3000 --stock 100000 --wait-stored 120s \
       >"$OUT/seed-$mode.json" || true
     [[ -z $floor_pid ]] || wait "$floor_pid"
+    if curl -fs "http://127.0.0.1:$PORT/metrics" >"$OUT/metrics-after-$mode.txt" 2>/dev/null; then
+      python3 scripts/bench-breakdown.py "$OUT/metrics-before-$mode.txt" "$OUT/metrics-after-$mode.txt" \
+        >"$OUT/breakdown-$mode.json"
+      python3 - "$mode" "$OUT/breakdown-$mode.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[2]))
+parts = [f"{k} p50/p95/p99 = {v['p50']:.2f}/{v['p95']:.2f}/{v['p99']:.2f} ms (n={v['count']})" for k, v in d.items() if v]
+print(f"{sys.argv[1]:<11} inside the server: " + "; ".join(parts))
+PY
+    fi
     printf '%-11s seed 2800/s %s: requests=%s issued=%s sold_out=%s errors=%s avg=%.2fms p95=%.2fms p99=%.2fms consistency=%s\n' \
       "$mode" "$SEED_DURATION" "$(field "$OUT/seed-$mode.json" requests)" \
       "$(field "$OUT/seed-$mode.json" "answers.get('issued',0)")" "$(field "$OUT/seed-$mode.json" "answers.get('sold_out',0)")" \

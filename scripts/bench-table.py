@@ -77,6 +77,27 @@ for name, f in rows:
         lat = f["latency_ms"]
         print(f"| {name} | {lat['p50']:.2f} / {lat['p95']:.2f} / {lat['p99']:.2f} ms | {f['errors']} | | | | |")
 
+breakdowns = [(mode, load(f"breakdown-{mode}.json")) for mode in modes]
+if any(b for _, b in breakdowns):
+    print()
+    print("Inside the server during the seed (its own histograms, p50 / p95 / p99; `publish` is one event "
+          "from send to the broker's acknowledgement, which `after-log` answers after and `after-gate` "
+          "runs in the background at the same rate):")
+    print()
+    print("| | load tool | server, arrival to answer | gate admission | log publish |")
+    print("| --- | --- | --- | --- | --- |")
+    for mode, b in breakdowns:
+        seed = load(f"seed-{mode}.json")
+        if not b or not seed:
+            continue
+        lat = seed["latency_ms"]
+        cells = [label.get(mode.partition(":")[0], mode) + (f", keyed by {mode.partition(':')[2]}" if ":" in mode else ""),
+                 f"{lat['p50']:.2f} / {lat['p95']:.2f} / {lat['p99']:.2f} ms"]
+        for part in ("handler", "gate", "publish"):
+            v = b.get(part)
+            cells.append(f"{v['p50']:.2f} / {v['p95']:.2f} / {v['p99']:.2f} ms" if v else "")
+        print("| " + " | ".join(cells) + " |")
+
 print()
 print("Goals (issue 15):")
 seed = load("seed-after-log.json")

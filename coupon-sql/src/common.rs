@@ -320,6 +320,25 @@ impl<'a> BatchPlan<'a> {
         self.attempted.iter().map(|&i| &self.events[i]).collect()
     }
 
+    /// The settlement if the store holds none of the undecided events' coupon ids, slots
+    /// or admission numbers, provided it stores every one of them. `None` when some would
+    /// be refused anyway (a coupon id, slot or number repeated in the batch, or no stock
+    /// left), since their outcomes depend on what the store holds. With `Some`, a dialect
+    /// may write the stored events with no conflict handling, as long as a conflict fails
+    /// the write and it then falls back to the full protocol.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub fn settle_if_nothing_stored(mut self) -> Option<Settlement> {
+        let chosen: HashSet<Uuid> = self.choose_inserts().iter().map(|e| *e.coupon_id.as_uuid()).collect();
+        let settled = self.settle(&chosen, &HashSet::new());
+        let unconditional = |o: &RecordOutcome| {
+            matches!(
+                o,
+                RecordOutcome::Stored | RecordOutcome::Rejected { .. } | RecordOutcome::Fenced { fence: Fence::Voided }
+            )
+        };
+        settled.outcomes.iter().all(unconditional).then_some(settled)
+    }
+
     /// The coupon ids whose being stored already decides an outcome: those of undecided
     /// events the insert did not write. Empty when every insert went in (no query needed).
     pub fn ids_to_check(&self, inserted: &HashSet<Uuid>) -> Vec<Uuid> {
@@ -722,6 +741,45 @@ mod tests {
         );
         assert_eq!(s.remove, vec![*events[5].coupon_id.as_uuid()]);
         assert_eq!(s.added, vec![(c.id, 2)]);
+    }
+
+    /// PostgreSQL's `COPY` path: trusted only where the full plan, run against a store
+    /// that holds nothing the batch writes, gives the same outcomes.
+    #[test]
+    fn the_nothing_stored_settlement_is_the_full_plans_or_none() {
+        let c = open_campaign(4, 1);
+        let t = now_ms();
+        let fresh: Vec<_> = (0..3).map(|i| event(&c, &user(&c.id, i), 1, t)).collect();
+        let other = event(&c, &user(&c.id, 9), 1, t); // stored, in no slot of the batch
+        let mut batch = fresh.clone();
+        batch.push(event(&c, &user(&c.id, 3), 0, t)); // rejected
+        let gone = batch[1].clone();
+        let settle = |events: &[IssueEvent], issued: i64, voided: &[&IssueEvent]| {
+            let campaigns = locked(&c, issued);
+            let mut plan = BatchPlan::new(events, &campaigns);
+            plan.apply_voids(&ids(voided));
+            plan.settle_if_nothing_stored()
+        };
+        let copied = settle(&batch, 0, &[&gone]).expect("fresh events, a void and a rejection");
+        let (full, _) = run(&batch, &locked(&c, 0), &[&gone], &[&other]);
+        assert_eq!(copied, full);
+        assert_eq!(copied.outcomes[..2], [STORED, VOIDED]);
+
+        let mut repeated = fresh.clone();
+        repeated.push(fresh[0].clone());
+        assert_eq!(
+            settle(&repeated, 0, &[]),
+            None,
+            "a repeat is a duplicate or not by the store"
+        );
+        let mut same_slot = fresh[0].clone();
+        same_slot.coupon_id = CouponId::new();
+        assert_eq!(settle(&[fresh[0].clone(), same_slot], 0, &[]), None);
+        assert_eq!(
+            settle(&fresh, 2, &[]),
+            None,
+            "beyond the stock: exhausted or a duplicate"
+        );
     }
 
     #[test]

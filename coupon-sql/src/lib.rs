@@ -21,7 +21,8 @@
 //!   `issued_count`, checked against `total_quantity`), `coupon_coupons` with
 //!   `UNIQUE (campaign_id, user_id, nth)`, `coupon_voids`.
 //! - `record` is one transaction per batch: it locks the batch's campaigns, refuses
-//!   voided coupon ids, writes the batch in one statement with conflict-ignore, keeps the
+//!   voided coupon ids, writes the batch in one statement (PostgreSQL: a binary `COPY` of
+//!   the rows its lookups decided to store; the others: an insert with conflict-ignore), keeps the
 //!   campaign's stored count within its stock, and reports per event stored, duplicate
 //!   (same coupon id), rejected or fenced; replays change nothing.
 //! - `void` takes the same lock, so a coupon id ends up stored or voided, never both.
@@ -42,6 +43,8 @@ mod config;
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_copy;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 // The `IN (...)` statements serve MySQL and SQLite; PostgreSQL alone leaves them unused.

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | `coupon_gate_admit_seconds` | histogram | `backend`, `result` |
 //! | `coupon_log_publish_seconds` | histogram | `backend`, `result` |
-//! | `coupon_issue_outcomes_total` | counter | `campaign`, `outcome` |
+//! | `coupon_issue_outcomes_total` | counter | `campaign` (or `unknown`), `outcome` |
 //! | `coupon_recorder_batch_size` | histogram | |
 //! | `coupon_recorder_stored_total` | counter | |
 //! | `coupon_recorder_lag_seconds` | histogram | |
@@ -36,9 +36,14 @@ use crate::gate::{AdmitRequest, GateCounts, IssueGate, RestoreReport};
 use crate::log::{EventLog, EventSource};
 use crate::recorder::RecordObserver;
 
-/// Counts one issue outcome (`issued`, `sold_out`, ..., or an error code).
-pub fn issue_outcome(campaign: &CampaignId, outcome: &'static str) {
-    counter!("coupon_issue_outcomes_total", "campaign" => campaign.to_string(), "outcome" => outcome).increment(1);
+/// Counts one issue outcome (`issued`, `sold_out`, ..., or an error code). `campaign` is
+/// the campaign when the answer shows that it exists; `None` (an unknown campaign, or an
+/// error before the campaign was known) counts under `campaign="unknown"`. The id in a
+/// request's path is the client's choice: as a label it would let any client add series
+/// without bound.
+pub fn issue_outcome(campaign: Option<&CampaignId>, outcome: &'static str) {
+    let campaign = campaign.map_or_else(|| "unknown".to_owned(), CampaignId::to_string);
+    counter!("coupon_issue_outcomes_total", "campaign" => campaign, "outcome" => outcome).increment(1);
 }
 
 /// Counts what one reconciler pass over `campaign` released (voided admissions whose

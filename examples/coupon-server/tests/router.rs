@@ -600,6 +600,30 @@ async fn rate_limits_answer_429_before_any_backend() {
     assert!(headers.contains_key(header::RETRY_AFTER));
 }
 
+/// A client picks the campaign id in the path: an id that names no campaign must not
+/// become a label value, or any client could grow the metrics registry without bound.
+#[tokio::test]
+async fn issue_requests_for_unknown_campaigns_share_one_metrics_series() {
+    let api = api().await;
+    let unknown: Vec<String> = (0..3).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    for id in &unknown {
+        let (s, v) = api.issue(id, "mallory").await;
+        assert_error(s, &v, StatusCode::NOT_FOUND, "campaign_not_found");
+    }
+    let (_, _, bytes) = api.raw(Method::GET, "/metrics", None, None).await;
+    let text = String::from_utf8(bytes).unwrap();
+    for id in &unknown {
+        assert!(
+            !text.contains(id.as_str()),
+            "/metrics labels a series with the unknown campaign {id}:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("coupon_issue_outcomes_total{campaign=\"unknown\",outcome=\"campaign_not_found\"}"),
+        "/metrics lacks the shared series of unknown campaigns:\n{text}"
+    );
+}
+
 #[tokio::test]
 async fn ops_routes() {
     let api = api().await;

@@ -76,7 +76,7 @@ pub async fn issue(
     let id = campaign_id(&id)?;
     match state.issuer().issue(&id, &user).await {
         Ok(IssueOutcome::Issued(coupon)) => {
-            issue_outcome(&id, "issued");
+            issue_outcome(Some(&id), "issued");
             if state.issuer().config().ack == AckMode::AfterStore {
                 state.notifier().notify(Notice {
                     coupon_id: coupon.id,
@@ -86,12 +86,14 @@ pub async fn issue(
             Ok((StatusCode::CREATED, Json(IssuedCoupon::from(&coupon))))
         }
         Ok(other) => {
-            issue_outcome(&id, other.code());
+            let known = (!matches!(other, IssueOutcome::CampaignNotFound)).then_some(&id);
+            issue_outcome(known, other.code());
             Err(refusal(&other))
         }
         Err(e) => {
             let e = ApiError::from(e);
-            issue_outcome(&id, e.code);
+            // An error may come before the campaign is known to exist.
+            issue_outcome(None, e.code);
             Err(e)
         }
     }
