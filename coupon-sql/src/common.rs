@@ -182,6 +182,7 @@ impl LockedCampaign {
 /// stock is exhausted; else stored. (One difference: of two events in one batch with the
 /// same admission number, the second is refused as reused even if the first was not
 /// stored; the memory store would try it. Only a gate gone back in time numbers alike.)
+#[derive(Clone)]
 pub(crate) struct BatchPlan<'a> {
     events: &'a [IssueEvent],
     /// Outcomes known before inserting: rejections and voids.

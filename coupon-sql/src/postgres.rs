@@ -265,71 +265,88 @@ impl PgStore {
 
     /// [`coupon_core::IssueStore::record`] of a batch that is not empty: by `COPY` when it can,
     /// else by the insert that settles every case.
-    async fn record_batch(&self, events: &[IssueEvent]) -> Result<Vec<RecordOutcome>, BackendError> {
-        match self.record_by_copy(events).await? {
-            Some(outcomes) => Ok(outcomes),
-            None => self.record_by_insert(events).await,
-        }
-    }
-
-    /// The common batch, fresh events, as one binary `COPY` with no conflict handling:
+    ///
+    /// The common batch, fresh events, goes as one binary `COPY` with no conflict handling:
     /// `ON CONFLICT`'s speculative insertion against three unique indexes made the insert
     /// take nearly twice as long as `COPY` (BENCHMARKS.md, "The recorder against `COPY`").
-    ///
-    /// Under the campaigns' row locks it refuses rejected and voided events as
-    /// [`PgStore::record_by_insert`] does. If every other event would then be stored
-    /// unless the store already holds its coupon id, slot or admission number, it copies
-    /// them all, and the unique indexes check that assumption: one conflict fails the
-    /// `COPY`, the transaction rolls back and `None` hands the batch to the insert. So does
-    /// a batch whose outcomes depend on the store anyway (a coupon id, slot or number
-    /// repeated in it, or more events than stock left).
-    async fn record_by_copy(&self, events: &[IssueEvent]) -> Result<Option<Vec<RecordOutcome>>, BackendError> {
+    /// Under the campaigns' row locks, once the rejected and voided events are refused, if
+    /// every other event would be stored unless the store already holds its coupon id,
+    /// slot or admission number, they are all copied, and the unique indexes check that
+    /// assumption: one conflict fails the `COPY`, the transaction rolls back, and the batch
+    /// starts again by insert. A batch whose outcomes depend on the store anyway (a coupon
+    /// id, slot or number repeated in it, or more events than stock left) goes by insert
+    /// in the same transaction.
+    async fn record_batch(&self, events: &[IssueEvent]) -> Result<Vec<RecordOutcome>, BackendError> {
         let err = |e| backend_error(B, "record", e);
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let (mut tx, plan) = self.open_batch(events).await?;
+        let Some(settled) = plan.clone().settle_if_nothing_stored() else {
+            return self.record_by_insert(tx, plan).await;
+        };
+        if !self.copy_stored(&mut tx, events, &settled.outcomes).await? {
+            tx.rollback().await.map_err(err)?;
+            let (tx, plan) = self.open_batch(events).await?;
+            return self.record_by_insert(tx, plan).await;
+        }
+        add_issued(&mut tx, &settled.added).await?;
+        tx.commit().await.map_err(err)?;
+        Ok(settled.outcomes)
+    }
+
+    /// Begins a `record` transaction: locks the batch's campaigns and fences its voided events.
+    async fn open_batch<'e>(
+        &self,
+        events: &'e [IssueEvent],
+    ) -> Result<(sqlx::Transaction<'static, Postgres>, BatchPlan<'e>), BackendError> {
+        let mut tx = self.pool.begin().await.map_err(|e| backend_error(B, "record", e))?;
         let campaigns = lock_campaigns(&mut tx, &campaign_ids(events), "record").await?;
         let mut plan = BatchPlan::new(events, &campaigns);
         let voided = present(&mut tx, VOIDED_AMONG, &plan.undecided_ids(), "record").await?;
         plan.apply_voids(&voided);
-        let Some(settled) = plan.settle_if_nothing_stored() else {
-            tx.rollback().await.map_err(err)?;
-            return Ok(None);
-        };
+        Ok((tx, plan))
+    }
+
+    /// Copies the events whose outcome is `Stored`, as one binary `COPY`; `false` if one of
+    /// them met a stored coupon (a unique violation, which aborts the transaction).
+    async fn copy_stored(
+        &self,
+        conn: &mut PgConnection,
+        events: &[IssueEvent],
+        outcomes: &[RecordOutcome],
+    ) -> Result<bool, BackendError> {
+        let err = |e| backend_error(B, "record", e);
         let mut rows = CouponRows::with_capacity(events.len());
         let mut n = 0u64;
-        for (e, outcome) in events.iter().zip(&settled.outcomes) {
+        for (e, outcome) in events.iter().zip(outcomes) {
             if *outcome == RecordOutcome::Stored {
                 rows.push(e, self.stored_notice);
                 n += 1;
             }
         }
-        if n > 0 {
-            let mut copy = tx.copy_in_raw(COPY_COUPONS).await.map_err(err)?;
-            copy.send(rows.finish()).await.map_err(err)?;
-            match copy.finish().await {
-                Ok(copied) if copied == n => {}
-                Ok(copied) => return Err(corrupt(B, "record", &format!("COPY wrote {copied} coupons of {n}"))),
-                Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
-                    tracing::debug!(error = %e, "a coupon of the batch is stored already; recording it by insert");
-                    tx.rollback().await.map_err(err)?;
-                    return Ok(None);
-                }
-                Err(e) => return Err(err(e)),
-            }
+        if n == 0 {
+            return Ok(true);
         }
-        add_issued(&mut tx, &settled.added).await?;
-        tx.commit().await.map_err(err)?;
-        Ok(Some(settled.outcomes))
+        let mut copy = conn.copy_in_raw(COPY_COUPONS).await.map_err(err)?;
+        copy.send(rows.finish()).await.map_err(err)?;
+        match copy.finish().await {
+            Ok(copied) if copied == n => Ok(true),
+            Ok(copied) => Err(corrupt(B, "record", &format!("COPY wrote {copied} coupons of {n}"))),
+            Err(e) if e.as_database_error().is_some_and(|d| d.is_unique_violation()) => {
+                tracing::debug!(error = %e, "a coupon of the batch is stored already; recording it by insert");
+                Ok(false)
+            }
+            Err(e) => Err(err(e)),
+        }
     }
 
-    /// A batch of any kind: every event's outcome settled by one `INSERT ... ON CONFLICT
-    /// DO NOTHING RETURNING id` and the lookups around it (see [`BatchPlan`]).
-    async fn record_by_insert(&self, events: &[IssueEvent]) -> Result<Vec<RecordOutcome>, BackendError> {
+    /// A batch of any kind, in the transaction [`PgStore::open_batch`] began: every event's
+    /// outcome settled by one `INSERT ... ON CONFLICT DO NOTHING RETURNING id` and the
+    /// lookups around it (see [`BatchPlan`]).
+    async fn record_by_insert(
+        &self,
+        mut tx: sqlx::Transaction<'static, Postgres>,
+        mut plan: BatchPlan<'_>,
+    ) -> Result<Vec<RecordOutcome>, BackendError> {
         let err = |e| backend_error(B, "record", e);
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        let campaigns = lock_campaigns(&mut tx, &campaign_ids(events), "record").await?;
-        let mut plan = BatchPlan::new(events, &campaigns);
-        let voided = present(&mut tx, VOIDED_AMONG, &plan.undecided_ids(), "record").await?;
-        plan.apply_voids(&voided);
         plan.apply_seqs(&seqs_taken(&mut tx, &plan.undecided_seqs()).await?);
         let to_insert = plan.choose_inserts();
         let mut inserted = HashSet::new();
