@@ -120,6 +120,27 @@ pub async fn service(service: Service) -> Option<String> {
     None
 }
 
+/// The addresses of every service in `wanted`, in order, or `None` if the test should
+/// skip: [`service`] for each (so each missing one is reported, or panics when
+/// [`services_required`]).
+///
+/// ```no_run
+/// # async fn demo() {
+/// use coupon_testkit::{Service, services};
+/// let Some([redis, postgres]) = services([Service::Redis, Service::Postgres]).await else {
+///     return;
+/// };
+/// # let _ = (redis, postgres);
+/// # }
+/// ```
+pub async fn services<const N: usize>(wanted: [Service; N]) -> Option<[String; N]> {
+    let mut found = Vec::with_capacity(N);
+    for s in wanted {
+        found.push(service(s).await);
+    }
+    found.into_iter().collect::<Option<Vec<_>>>()?.try_into().ok()
+}
+
 #[cfg(feature = "docker")]
 mod docker {
     //! Containers started once per test process and kept until it exits.

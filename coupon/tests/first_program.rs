@@ -8,7 +8,7 @@ use coupon::{
     AckMode, Config, ConnectError, Coupons, IssueOutcome, NewCampaign, RecorderConfig, RedeemOutcome, Redemption,
     Unsafe, UserId,
 };
-use coupon_testkit::{Service, service, unique_name};
+use coupon_testkit::{Service, service, services, unique_name};
 
 /// Creates a campaign of 3, opens it, issues to alice (twice: the second is refused),
 /// records, redeems; checks the store at each step.
@@ -87,11 +87,7 @@ async fn the_first_program_runs_on_sqlite_alone() {
 
 #[tokio::test]
 async fn the_first_program_runs_on_redis_kafka_and_postgres() {
-    let (Some(redis), Some(kafka), Some(postgres)) = (
-        service(Service::Redis).await,
-        service(Service::Kafka).await,
-        service(Service::Postgres).await,
-    ) else {
+    let Some([redis, kafka, postgres]) = services([Service::Redis, Service::Kafka, Service::Postgres]).await else {
         return;
     };
     let config = Config::new()
@@ -109,7 +105,7 @@ async fn the_first_program_runs_on_redis_kafka_and_postgres() {
 
 #[tokio::test]
 async fn the_first_program_runs_on_a_redis_cluster_and_mysql() {
-    let (Some(cluster), Some(mysql)) = (service(Service::RedisCluster).await, service(Service::Mysql).await) else {
+    let Some([cluster, mysql]) = services([Service::RedisCluster, Service::Mysql]).await else {
         return;
     };
     let coupons = coupon::connect(&Config::new().gate_url(cluster).store_url(mysql))
@@ -232,11 +228,7 @@ async fn a_topic_layout_that_cannot_hold_is_refused_by_setting() {
 /// `Backends::connect_recorder` and stores what an issuing process published.
 #[tokio::test]
 async fn a_recording_process_stores_what_an_issuing_process_published() {
-    let (Some(redis), Some(kafka), Some(postgres)) = (
-        service(Service::Redis).await,
-        service(Service::Kafka).await,
-        service(Service::Postgres).await,
-    ) else {
+    let Some([redis, kafka, postgres]) = services([Service::Redis, Service::Kafka, Service::Postgres]).await else {
         return;
     };
     let group = unique_name("recording-process");
@@ -316,11 +308,7 @@ async fn partitions_of_one_campaign(config: Config, count: usize) -> std::collec
 
 #[tokio::test]
 async fn keyed_by_campaign_a_campaigns_events_share_one_partition_and_by_user_they_spread() {
-    let (Some(redis), Some(kafka), Some(postgres)) = (
-        service(Service::Redis).await,
-        service(Service::Kafka).await,
-        service(Service::Postgres).await,
-    ) else {
+    let Some([redis, kafka, postgres]) = services([Service::Redis, Service::Kafka, Service::Postgres]).await else {
         return;
     };
     let config = |by_campaign: bool| {

@@ -6,7 +6,7 @@
 
 mod support;
 
-use coupon_testkit::{Service, service, unique_name};
+use coupon_testkit::{Service, services, unique_name};
 use support::{
     Proc, check_invariants, flash_sale, free_port, redemption_race, sibling_binary, start_server, stored_rows,
     temp_dir, wait_for_count, wait_for_event,
@@ -16,11 +16,7 @@ const STOCK: u64 = 5_000;
 const USERS: usize = 20_000;
 
 async fn scenario(database: Service) {
-    let (Some(redis), Some(kafka), Some(db)) = (
-        service(Service::RedisCluster).await,
-        service(Service::Kafka).await,
-        service(database).await,
-    ) else {
+    let Some([redis, kafka, db]) = services([Service::RedisCluster, Service::Kafka, database]).await else {
         return;
     };
     let dir = temp_dir("coupon-distributed");

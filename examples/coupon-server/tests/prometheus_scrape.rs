@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use coupon_testkit::{Service, service, unique_name};
+use coupon_testkit::{Service, services, unique_name};
 use support::{
     Proc, accepting_webhook, deploy_dir as deploy, drop_database, free_port, metric_base as base,
     metrics_in_rules_and_dashboard, own_database, sibling_binary, start_server, temp_dir,
@@ -37,12 +37,9 @@ async fn scraped(http: &reqwest::Client, prometheus: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn prometheus_scrapes_every_metric_the_rules_and_the_dashboard_query() {
-    let (Some(redis), Some(kafka), Some(postgres), Some(promtool)) = (
-        service(Service::Redis).await,
-        service(Service::Kafka).await,
-        service(Service::Postgres).await,
-        service(Service::Promtool).await,
-    ) else {
+    let Some([redis, kafka, postgres, promtool]) =
+        services([Service::Redis, Service::Kafka, Service::Postgres, Service::Promtool]).await
+    else {
         return;
     };
     // The Debian package that brings promtool brings the server beside it.

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
-use coupon_testkit::{Service, service, unique_name};
+use coupon_testkit::{Service, services, unique_name};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use support::{Proc, drop_database, free_port, own_database, sibling_binary, start_server, temp_dir};
@@ -48,11 +48,7 @@ async fn receive(State(seen): State<Arc<Mutex<Received>>>, headers: HeaderMap, J
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stored_and_redeemed_coupon_reaches_a_flaky_webhook_at_least_once() {
-    let (Some(redis), Some(kafka), Some(postgres)) = (
-        service(Service::Redis).await,
-        service(Service::Kafka).await,
-        service(Service::Postgres).await,
-    ) else {
+    let Some([redis, kafka, postgres]) = services([Service::Redis, Service::Kafka, Service::Postgres]).await else {
         return;
     };
     // Its own database: the hook runner delivers every pending notice of its store, and
