@@ -11,7 +11,11 @@
 # redis-benchmark driving admit.lua on the node that serves the campaign.
 #
 # The naive design runs first and after-log last, so the broker after-log meets has been
-# busy for the whole run (the after-gate and after-store stacks publish too).
+# busy for the whole run (the after-gate and after-store stacks publish too). The broker's
+# floor is taken four ways: at the seed's rate with the stack stopped; at the seed's rate
+# in a process of its own beside the naive design's seed (the machine as loaded, the
+# server publishing nothing) and beside after-gate's seed (the server publishing the same
+# rate: two producers under the same conditions); and at 200/s beside after-log's seed.
 #
 #   scripts/bench-server.sh                     # everything (~18 minutes)
 #   COUPON_BENCH_MODES=after-log scripts/bench-server.sh
@@ -58,7 +62,7 @@ PIDS=()
 
 start_stack() { # $1 = an ack mode (with :campaign, events keyed by campaign), or naive
   local topic="bench-${1%%:*}-$RANDOM$RANDOM" key=user
-  [[ $1 != *:* ]] || key=${1#*:}
+  [[ $1 != *:campaign ]] || key=campaign
   export COUPON_KAFKA_PARTITION_KEY=$key COUPON_JWT_SECRET=$SECRET COUPON_REDIS_URL=$REDIS_URL COUPON_KAFKA_BROKERS=$COUPON_TEST_KAFKA_BROKERS \
     COUPON_KAFKA_TOPIC=$topic COUPON_KAFKA_SINGLE_BROKER=true COUPON_CONSUMER_GROUP="$topic-recorder" COUPON_DATABASE_URL=$DATABASE_URL \
     COUPON_USER_RATE_LIMIT=0 COUPON_RATE_LIMIT=0 COUPON_LISTEN=127.0.0.1:$PORT COUPON_ACK=${1%%:*} RUST_LOG=warn
@@ -167,6 +171,16 @@ for mode in $MODES; do
     if [[ ${mode%%:*} == after-log ]]; then
       floor 200 "$(secs "$SEED_DURATION")" >"$OUT/floor-under-load-$mode.json" &
       floor_pid=$!
+    elif [[ $mode == naive || $mode == after-gate ]]; then
+      # A bare producer at the seed's own rate, in a process of its own, beside the seed:
+      # - beside the naive design, the machine is as loaded as by a seed and nothing
+      #   else publishes;
+      # - beside after-gate, the server publishes the same rate in the background on the
+      #   same broker and cores: its publish histogram and this producer's delivery
+      #   reports are two producers under the same conditions, so any difference is what
+      #   the issuer adds to the broker's latency.
+      floor 2800 "$(secs "$SEED_DURATION")" >"$OUT/floor-beside-$mode.json" &
+      floor_pid=$!
     fi
     # The server's own histograms before and after: where the seed's time went inside it.
     curl -fs "http://127.0.0.1:$PORT/metrics" >"$OUT/metrics-before-$mode.txt" 2>/dev/null || true
@@ -189,6 +203,9 @@ PY
       "$(field "$OUT/seed-$mode.json" "requests-answers.get('issued',0)-answers.get('sold_out',0)-answers.get('already_issued',0)")" \
       "$(field "$OUT/seed-$mode.json" "latency_ms['avg']")" "$(field "$OUT/seed-$mode.json" "latency_ms['p95']")" \
       "$(field "$OUT/seed-$mode.json" "latency_ms['p99']")" "$(field "$OUT/seed-$mode.json" "consistency['ok']")"
+    [[ ! -f $OUT/floor-beside-$mode.json ]] || printf 'floor    bare producer 2800/s beside the seed of %s: p50=%.2fms p95=%.2fms p99=%.2fms\n' \
+      "$mode" "$(field "$OUT/floor-beside-$mode.json" "latency_ms['p50']")" "$(field "$OUT/floor-beside-$mode.json" "latency_ms['p95']")" \
+      "$(field "$OUT/floor-beside-$mode.json" "latency_ms['p99']")"
     [[ ${mode%%:*} != after-log ]] || printf 'floor    bare producer 200/s beside the seed: p50=%.2fms p95=%.2fms p99=%.2fms\n' \
       "$(field "$OUT/floor-under-load-$mode.json" "latency_ms['p50']")" "$(field "$OUT/floor-under-load-$mode.json" "latency_ms['p95']")" \
       "$(field "$OUT/floor-under-load-$mode.json" "latency_ms['p99']")"

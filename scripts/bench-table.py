@@ -34,6 +34,17 @@ label = {
     "after-log": "`after-log`",
 }
 
+# The steps this run took, lowest first (the files step-MODE-RATE.json).
+STEPS = sorted({int(n.rsplit("-", 1)[1][: -len(".json")]) for n in os.listdir(out) if n.startswith("step-")})
+SUFFIXES = {"campaign": "events keyed by campaign"}
+
+
+def describe(mode):
+    """A stack's name: its ack mode's label and what each `:suffix` changed."""
+    ack, *suffixes = mode.split(":")
+    return ", ".join([label.get(ack, ack)] + [SUFFIXES.get(s, s) for s in suffixes])
+
+
 print(f"Gate: Redis {ceil['gate']}; ceilings of this run: `wrk` /healthz {ceil['wrk']:,.0f} req/s at "
       f"{healthz_us:.1f} µs of server CPU per request; `redis-benchmark -c 50 EVALSHA admit.lua` on the "
       f"campaign's node {redis:,.0f} req/s.")
@@ -44,8 +55,7 @@ print("| --- | --- | ---: | --- | --- | ---: | --- |")
 for mode in modes:
     seed, closed, cpu = load(f"seed-{mode}.json"), load(f"max-{mode}.json"), load(f"cpu-{mode}.json")
     best = int(open(os.path.join(out, f"best-{mode}")).read().strip() or 0)
-    ack, _, key = mode.partition(":")
-    cells = [label.get(ack, ack) + (f", events keyed by {key}" if key else "")]
+    cells = [describe(mode)]
     if seed:
         lat = seed["latency_ms"]
         a = seed["answers"]
@@ -54,7 +64,13 @@ for mode in modes:
         cells += [f"{lat['p50']:.2f} / {lat['p95']:.2f} / {lat['p99']:.2f} ms{ok}", str(errors)]
     else:
         cells += ["", ""]
-    cells.append(f"{best:,}/s ({best / redis:.3f})")
+    first = load(f"step-{mode}-{STEPS[0]}.json") if STEPS else None
+    if best:
+        cells.append(f"{best:,}/s ({best / redis:.3f})")
+    elif first:
+        cells.append(f"none: {STEPS[0]:,}/s had p99 {ms(first['latency_ms']['p99'])}")
+    else:
+        cells.append("not run")
     if closed and cpu:
         issued = closed["answers"].get("issued", 0)
         us = cpu["server_cpu_s"] * 1e6 / max(1, issued)
@@ -70,8 +86,10 @@ floor = load("floor-2800.json")
 unders = [(mode, load(f"floor-under-load-{mode}.json")) for mode in modes]
 under = next((f for mode, f in unders if mode == "after-log" and f), None)
 rows = [("bare producer, 2,800/s, stack idle", floor)]
-rows += [(f"bare producer, 200/s, beside the seed of {label.get(m.partition(':')[0])}"
-          + (f", keyed by {m.partition(':')[2]}" if ":" in m else ""), f) for m, f in unders if f]
+rows.append(("bare producer, 2,800/s, in its own process beside the naive design's seed", load("floor-beside-naive.json")))
+rows.append(("bare producer, 2,800/s, in its own process beside the seed of `after-gate` (which publishes as much)",
+             load("floor-beside-after-gate.json")))
+rows += [(f"bare producer, 200/s, beside the seed of {describe(m)}", f) for m, f in unders if f]
 for name, f in rows:
     if f:
         lat = f["latency_ms"]
@@ -91,7 +109,7 @@ if any(b for _, b in breakdowns):
         if not b or not seed:
             continue
         lat = seed["latency_ms"]
-        cells = [label.get(mode.partition(":")[0], mode) + (f", keyed by {mode.partition(':')[2]}" if ":" in mode else ""),
+        cells = [describe(mode),
                  f"{lat['p50']:.2f} / {lat['p95']:.2f} / {lat['p99']:.2f} ms"]
         for part in ("handler", "gate", "publish"):
             v = b.get(part)
@@ -106,6 +124,13 @@ if seed:
     print(f"- `after-log` seed p95 < 5 ms: {ms(p95)}, {'met' if p95 < 5 else 'not met'}"
           + (f"; the bare producer's p95 at the same rate, idle: {ms(floor['latency_ms']['p95'])}" if floor else "")
           + (f"; beside the seed: {ms(under['latency_ms']['p95'])}" if under else "") + ".")
+beside, gate_parts = load("floor-beside-after-gate.json"), load("breakdown-after-gate.json")
+if beside and gate_parts and gate_parts.get("publish"):
+    p, f = gate_parts["publish"], beside["latency_ms"]
+    print(f"- What the issuer adds to the broker's latency: during `after-gate`'s seed, the server's own publishes "
+          f"measured p50 / p95 / p99 {p['p50']:.2f} / {p['p95']:.2f} / {p['p99']:.2f} ms and a bare producer at the "
+          f"same rate beside it {f['p50']:.2f} / {f['p95']:.2f} / {f['p99']:.2f} ms: the issuer's p95 is "
+          f"{p['p95'] / f['p95']:.2f} × the bare producer's.")
 steps = sorted(int(n[len("floor-"):-len(".json")]) for n in os.listdir(out)
                if n.startswith("floor-") and n[len("floor-"):-len(".json")].isdigit() and n != "floor-2800.json"
                and os.path.exists(os.path.join(out, f"step-after-log-{n[len('floor-'):-len('.json')]}.json")))
