@@ -21,9 +21,9 @@
 //!   `issued_count`, checked against `total_quantity`), `coupon_coupons` with
 //!   `UNIQUE (campaign_id, user_id, nth)`, `coupon_voids`.
 //! - `record` is one transaction per batch: it locks the batch's campaigns, refuses
-//!   voided coupon ids, writes the batch in one statement (PostgreSQL: a binary `COPY` of
-//!   the rows its lookups decided to store; the others: an insert with conflict-ignore), keeps the
-//!   campaign's stored count within its stock, and reports per event stored, duplicate
+//!   voided coupon ids, writes the batch in one statement (PostgreSQL: a binary `COPY` when
+//!   the batch is fresh events, which the unique indexes confirm, else and elsewhere an insert
+//!   with conflict-ignore), keeps the campaign's stored count within its stock, and reports per event stored, duplicate
 //!   (same coupon id), rejected or fenced; replays change nothing.
 //! - `void` takes the same lock, so a coupon id ends up stored or voided, never both.
 //! - `redeem` is one conditional `UPDATE` (state, validity window and minimum order in the

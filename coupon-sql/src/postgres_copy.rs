@@ -1,7 +1,8 @@
 //! New coupons as one binary `COPY` (PostgreSQL's `COPY ... FROM STDIN (FORMAT binary)`):
 //! the fastest way the server takes rows, with no statement to parse and no per-row
-//! conflict arbitration. `record` uses it once the lock and its lookups have decided
-//! every row, so nothing it sends can conflict.
+//! conflict arbitration. `record` uses it under the campaigns' locks when every row would
+//! be stored unless the store already holds it; a row it does hold fails the `COPY` with a
+//! unique violation, and `record` starts the batch again by insert ([`crate::PgStore`]).
 //!
 //! The format (PostgreSQL docs, "COPY", "Binary Format"): a fixed header, per row a
 //! 16-bit field count and each field as a 32-bit length (−1 for NULL) and its binary
